@@ -1,0 +1,74 @@
+"""Helpers for experiment configs: blocks with every key present, so locked overrides work."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+# Where the offline experiments find MNIST-format IDX files; relative paths are from the repo root.
+MNIST_DIR_ENV = "JAXVISION_MNIST_DIR"
+DEFAULT_MNIST_DIR = "../shared/data/mnist"
+
+
+def block(defaults: dict, **overrides) -> ml_collections.ConfigDict:
+  """A ConfigDict of `defaults` updated by `overrides`; an unknown override key is an error."""
+  unknown = set(overrides) - set(defaults)
+  if unknown:
+    raise KeyError(f"unknown keys {sorted(unknown)}; expected some of {sorted(defaults)}")
+  return ml_collections.ConfigDict({**defaults, **overrides})
+
+
+DATA_DEFAULTS = dict(
+  source="tfds",  # tfds | idx | mnist1d | digits
+  name="mnist",  # the TFDS name, or a label for idx files
+  data_dir="",  # tfds: its data_dir ("" = TFDS default); idx: the folder of IDX files
+  train_split="train",  # TFDS-style split strings; slices like "t10k[:8000]" work for idx
+  eval_split="test",
+  normalize="standardize",  # standardize | unit | symmetric | none
+  batch_size=128,
+  eval_batch_size=1000,
+)
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+  return block(DATA_DEFAULTS, **overrides)
+
+
+def offline_mnist_data(**overrides) -> ml_collections.ConfigDict:
+  """The real MNIST test split from IDX files: train t10k[:8000], eval t10k[8000:]."""
+  return data_config(
+    **{
+      "source": "idx",
+      "name": "mnist",
+      "data_dir": os.environ.get(MNIST_DIR_ENV, DEFAULT_MNIST_DIR),
+      "train_split": "t10k[:8000]",
+      "eval_split": "t10k[8000:]",
+      **overrides,
+    }
+  )
+
+
+def base_config(**overrides) -> ml_collections.ConfigDict:
+  """Keys every experiment has; experiments set `data`, `model`, `optimizer`, `schedule`."""
+  from jaxvision import checkpoint, optim
+
+  config = ml_collections.ConfigDict(
+    dict(
+      trainer="classifier",
+      seed=0,
+      num_train_steps=1000,
+      log_every_steps=100,
+      eval_every_steps=1000,
+      label_smoothing=0.0,
+      augment=dict(max_shift=0),  # random translation, in pixels/positions per spatial axis
+      parallel=dict(num_devices=0),  # 0: every device
+      data=data_config(),
+      model=dict(name="cnn_a"),
+      optimizer=optim.optimizer_config(),
+      schedule=optim.schedule_config(),
+      checkpoint=checkpoint.checkpoint_config(),
+    )
+  )
+  config.update(overrides)
+  return config

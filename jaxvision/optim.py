@@ -1,0 +1,76 @@
+"""Optax optimizers and learning-rate schedules from `config.optimizer` and `config.schedule`."""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+from jaxvision.config_lib import block
+
+OPTIMIZER_DEFAULTS = dict(
+  name="adam",  # adam | adamw | sgd
+  learning_rate=1e-3,  # peak learning rate of the schedule
+  b1=0.9,
+  b2=0.999,
+  eps=1e-8,
+  weight_decay=0.0,  # decoupled (adamw only)
+  momentum=0.9,  # sgd only; 0 disables momentum
+  nesterov=False,  # sgd only
+  grad_clip_norm=0.0,  # clip gradients to this global norm; 0 disables clipping
+)
+SCHEDULE_DEFAULTS = dict(
+  name="constant",  # constant | warmup_cosine
+  warmup_steps=0,  # linear warm-up from 0 to the peak learning rate
+  end_factor=0.0,  # warmup_cosine: final learning rate as a fraction of the peak
+)
+
+
+def optimizer_config(**overrides) -> ml_collections.ConfigDict:
+  return block(OPTIMIZER_DEFAULTS, **overrides)
+
+
+def schedule_config(**overrides) -> ml_collections.ConfigDict:
+  return block(SCHEDULE_DEFAULTS, **overrides)
+
+
+def create_schedule(config, learning_rate: float, total_steps: int) -> optax.Schedule:
+  """The learning rate at each step, from `config.schedule`."""
+  if config.warmup_steps < 0 or config.warmup_steps > total_steps:
+    raise ValueError(f"warmup_steps {config.warmup_steps} not in [0, {total_steps}]")
+  if config.name == "constant":
+    if not config.warmup_steps:
+      return optax.constant_schedule(learning_rate)
+    return optax.join_schedules(
+      [
+        optax.linear_schedule(0.0, learning_rate, config.warmup_steps),
+        optax.constant_schedule(learning_rate),
+      ],
+      [config.warmup_steps],
+    )
+  if config.name == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=learning_rate,
+      warmup_steps=config.warmup_steps,
+      decay_steps=total_steps,
+      end_value=learning_rate * config.end_factor,
+    )
+  raise ValueError(f"unknown schedule {config.name!r}; expected constant or warmup_cosine")
+
+
+def create_optimizer(
+  opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Returns (optimizer, schedule) for `total_steps` training steps."""
+  schedule = create_schedule(sched, opt.learning_rate, total_steps)
+  if opt.name == "adam":
+    tx = optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+  elif opt.name == "adamw":
+    tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay)
+  elif opt.name == "sgd":
+    tx = optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
+  else:
+    raise ValueError(f"unknown optimizer {opt.name!r}; expected adam, adamw or sgd")
+  if opt.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+  return tx, schedule

@@ -1,0 +1,1 @@
+"""Trainers, one per model family; `config.trainer` names the module `jaxvision.train.<name>`."""

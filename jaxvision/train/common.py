@@ -1,0 +1,102 @@
+"""Pieces every trainer shares: the train state, run bookkeeping and the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+from flax.training import train_state
+
+from jaxvision import checkpoint, metrics
+
+
+class TrainState(train_state.TrainState):
+  """Params, optimizer state and step (flax's), plus batch-norm statistics (may be empty)."""
+
+  batch_stats: Any = flax.struct.field(default_factory=dict)
+
+
+def num_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def git_commit() -> str | None:
+  """The commit of the jaxvision checkout this runs from, if it is one."""
+  try:
+    out = subprocess.run(
+      ["git", "rev-parse", "HEAD"],
+      cwd=os.path.dirname(__file__),
+      capture_output=True,
+      text=True,
+      timeout=10,
+      check=True,
+    )
+    return out.stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def write_results(workdir: str, config: ml_collections.ConfigDict, results: dict) -> str:
+  """Writes `<workdir>/results.json`: final metrics, the resolved config and provenance."""
+  path = os.path.join(workdir, "results.json")
+  record = {
+    **results,
+    "config": json.loads(config.to_json_best_effort()),
+    "jax_version": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": jax.device_count(),
+    "git_commit": git_commit(),
+    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+  }
+  if jax.process_index() == 0:
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(record, f, indent=2)
+  return path
+
+
+class Run:
+  """The bookkeeping of one training run in a workdir: checkpoints, writers, elapsed time."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    os.makedirs(workdir, exist_ok=True)
+    self.workdir = workdir
+    self.total_steps = config.num_train_steps
+    self.checkpointer = checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      every_steps=config.checkpoint.every_steps,
+      keep=config.checkpoint.keep,
+    )
+    self.writer = metrics.create_writer(workdir, self.total_steps)
+    self._start = time.perf_counter()
+    self._elapsed_before = 0.0  # seconds spent by earlier runs in this workdir
+
+  def restore_or_create(self, create_fn, sharding):
+    """Restores the latest checkpoint, else calls `create_fn()`; returns the placed state."""
+    abstract = checkpoint.abstract_like(jax.eval_shape(create_fn), sharding)
+    restored = self.checkpointer.restore(abstract)
+    if restored is None:
+      return jax.device_put(create_fn(), sharding)
+    state, meta = restored
+    self._elapsed_before = float(meta.get("elapsed_s", 0.0))
+    print(f"Resumed from {self.workdir}/checkpoints at step {meta['step']}", flush=True)
+    return state
+
+  @property
+  def elapsed(self) -> float:
+    return self._elapsed_before + time.perf_counter() - self._start
+
+  def save(self, step: int, state, *, force: bool = False) -> None:
+    # Batches are a pure function of (seed, step), so the data position is the step.
+    meta = {"step": step, "data_position": step, "elapsed_s": self.elapsed}
+    self.checkpointer.save(step, state, meta, force=force)
+
+  def close(self) -> None:
+    self.checkpointer.close()
+    self.writer.close()
