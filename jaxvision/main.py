@@ -32,6 +32,30 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
+def _config_error(argv: list[str], error: Exception) -> str:
+  """One line saying which --config argument failed, instead of a traceback."""
+  if isinstance(error, (AttributeError, KeyError)):  # a path that the locked config lacks
+    key = str(error.args[0] if error.args else error).strip("\"'")
+    bad = [a for a in argv if a.startswith("--config.") and f".{key}" in a.split("=")[0]]
+    return f"unknown config key {key!r} in {bad[0] if bad else 'a --config override'}"
+  first_lines = str(error).strip().splitlines()
+  return " ".join(line.strip() for line in first_lines[:4])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; every config problem is one line on stderr and exit status 1."""
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.keys()  # a failed load is deferred to first use: surface it now
+  except flags.Error as e:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    # A failing get_config arrives as the flag's name followed by a traceback: keep both ends.
+    sys.exit(f"error: {lines[0]} {lines[-1]}" if len(lines) > 1 else f"error: {e}")
+  except Exception as e:  # config file missing, failing get_config, unknown override key
+    sys.exit(f"error: {_config_error(argv, e)}")
+  return rest
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -54,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -21,7 +21,7 @@ def _read(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.n
       f"TFDS data set {name!r} split {split!r} is not prepared in data_dir "
       f"{data_dir or tfds.core.constants.DATA_DIR!r} ({type(e).__name__}: {e}). Prepare it once "
       "on a machine with internet: pip install -e '.[prepare]' && "
-      f"tfds build {name} --data_dir=DIR"
+      f"tfds build {name} --file_format=array_record --data_dir=DIR"
     ) from e
   examples = [source[i] for i in range(len(source))]
   images = np.stack([ex["image"] for ex in examples])

@@ -10,6 +10,7 @@ from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax.training import train_state
@@ -22,25 +23,30 @@ class TrainState(train_state.TrainState):
 
   batch_stats: Any = flax.struct.field(default_factory=dict)
 
+  @classmethod
+  def create(cls, *, apply_fn, params, tx, **kwargs):
+    # flax stores step=0 as a Python int: the first jitted step would then trace with a weak
+    # scalar and the second with an int32 array, compiling twice. Start with the array.
+    state = super().create(apply_fn=apply_fn, params=params, tx=tx, **kwargs)
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
 
 def num_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
 def git_commit() -> str | None:
-  """The commit of the jaxvision checkout this runs from, if it is one."""
+  """The commit of the jaxvision checkout this runs from ("-dirty" if modified), if any."""
+  here = os.path.dirname(__file__)
   try:
-    out = subprocess.run(
-      ["git", "rev-parse", "HEAD"],
-      cwd=os.path.dirname(__file__),
-      capture_output=True,
-      text=True,
-      timeout=10,
-      check=True,
-    )
-    return out.stdout.strip()
+    run = lambda *args: subprocess.run(
+      ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    commit = run("rev-parse", "HEAD")
+    dirty = run("status", "--porcelain", "--untracked-files=no")
   except (OSError, subprocess.SubprocessError):
     return None
+  return commit + ("-dirty" if dirty else "")
 
 
 def write_results(workdir: str, config: ml_collections.ConfigDict, results: dict) -> str:

@@ -1,0 +1,123 @@
+"""Every data source, read offline: TFDS under mock_data, IDX files, MNIST-1D, digits."""
+
+import gzip
+import hashlib
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from jaxvision import config_lib
+from jaxvision.data import idx, load_dataset
+
+MNIST_SHA256 = {  # from ../shared/data/README.md
+  "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+  "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _write_idx(path, array):
+  """Writes `array` (uint8) as a gzipped IDX file."""
+  header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_round_trip_and_split(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (50, 6, 5), dtype=np.uint8)
+  labels = rng.integers(0, 3, 50, dtype=np.uint8)
+  _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+  _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+  config = config_lib.data_config(
+    source="idx",
+    name="toy",
+    data_dir=str(tmp_path),
+    train_split="t10k[:40]",
+    eval_split="t10k[40:]",
+    normalize="unit",
+  )
+  ds = load_dataset(config)
+  assert ds.train.inputs.shape == (40, 6, 5, 1) and ds.eval.inputs.shape == (10, 6, 5, 1)
+  assert ds.train.inputs.dtype == np.float32 and ds.train.labels.dtype == np.int32
+  np.testing.assert_allclose(ds.train.inputs[..., 0], images[:40] / 255.0)
+  np.testing.assert_array_equal(ds.eval.labels, labels[40:])
+  assert ds.num_classes == 3
+
+
+def test_idx_errors_name_what_was_looked_for(tmp_path):
+  config = config_lib.data_config(
+    source="idx", data_dir=str(tmp_path / "nowhere"), train_split="t10k[:8]", eval_split="t10k[8:]"
+  )
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    load_dataset(config)
+  config.data_dir = str(tmp_path)
+  with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
+    load_dataset(config)
+  (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x01\x02\x03\x04junk")
+  with pytest.raises(ValueError, match="not an IDX file"):
+    idx.read_idx(tmp_path / "t10k-images-idx3-ubyte")
+
+
+def test_overlapping_splits_are_refused(tmp_path):
+  _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10, 2, 2)))
+  _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(10))
+  config = config_lib.data_config(
+    source="idx", data_dir=str(tmp_path), train_split="t10k[:8]", eval_split="t10k[6:]"
+  )
+  with pytest.raises(ValueError, match="overlap"):
+    load_dataset(config)
+
+
+def test_offline_mnist_idx(mnist_path):
+  for name, digest in MNIST_SHA256.items():
+    assert hashlib.sha256((mnist_path / name).read_bytes()).hexdigest() == digest
+  ds = load_dataset(config_lib.offline_mnist_data(data_dir=str(mnist_path)))
+  assert ds.train.inputs.shape == (8000, 28, 28, 1) and ds.eval.inputs.shape == (2000, 28, 28, 1)
+  counts = np.bincount(np.concatenate([ds.train.labels, ds.eval.labels]), minlength=10)
+  assert counts.tolist() == MNIST_TEST_CLASS_COUNTS
+  # standardised with train statistics
+  assert abs(ds.train.inputs.mean()) < 1e-3 and abs(ds.train.inputs.std() - 1) < 1e-3
+  assert "t10k[:8000]" in ds.description
+
+
+def test_tfds_source_under_mock_data():
+  config = config_lib.data_config(source="tfds", name="mnist", data_dir="/nonexistent")
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    ds = load_dataset(config)
+  assert ds.train.inputs.shape == (24, 28, 28, 1) and ds.eval.inputs.shape == (24, 28, 28, 1)
+  assert ds.train.inputs.dtype == np.float32 and ds.train.labels.dtype == np.int32
+  assert ds.num_classes == 10
+  assert ds.train.labels.min() >= 0 and ds.train.labels.max() < 10
+
+
+def test_tfds_missing_set_is_a_clear_error(tmp_path):
+  config = config_lib.data_config(source="tfds", name="mnist", data_dir=str(tmp_path))
+  with pytest.raises(
+    FileNotFoundError, match="(?s)not prepared.*tfds build mnist --file_format=array_record"
+  ):
+    load_dataset(config)
+
+
+def test_mnist1d_generated_offline_with_package_defaults():
+  state = np.random.get_state()
+  ds = load_dataset(config_lib.data_config(source="mnist1d"))
+  assert ds.train.inputs.shape == (4000, 40, 1) and ds.eval.inputs.shape == (1000, 40, 1)
+  assert ds.num_classes == 10 and set(np.unique(ds.train.labels)) == set(range(10))
+  # make_dataset seeds numpy's global generator; the loader must leave it as it was
+  np.testing.assert_array_equal(np.random.get_state()[1], state[1])
+  again = load_dataset(config_lib.data_config(source="mnist1d"))
+  np.testing.assert_array_equal(ds.train.inputs, again.train.inputs)
+
+
+def test_digits_fixed_split():
+  ds = load_dataset(config_lib.data_config(source="digits"))
+  assert ds.train.inputs.shape == (1437, 8, 8, 1) and ds.eval.inputs.shape == (360, 8, 8, 1)
+  again = load_dataset(config_lib.data_config(source="digits"))
+  np.testing.assert_array_equal(ds.eval.labels, again.eval.labels)
+
+
+def test_unknown_source():
+  with pytest.raises(ValueError, match="unknown data source 'imagenet'"):
+    load_dataset(config_lib.data_config(source="imagenet"))

@@ -1,0 +1,202 @@
+"""The classifier trainer end to end, on real data (sklearn digits, offline MNIST) and 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxvision import config_lib, metrics, models, optim
+from jaxvision.train import classifier
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO))
+from experiments import digits_cnn, mnist_cnn  # noqa: E402
+
+
+def small_digits_config(steps=20):
+  config = digits_cnn.get_config()
+  config.num_train_steps = steps
+  config.log_every_steps = 5
+  config.eval_every_steps = 10
+  config.checkpoint.every_steps = 10
+  config.schedule.warmup_steps = 5
+  config.optimizer.learning_rate = 3e-3
+  config.augment.max_shift = 1  # exercises the per-step RNG as well as dropout
+  return config
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def final_params(workdir):
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  restored = mngr.restore(
+    mngr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())
+  )
+  mngr.close()
+  return restored.state["params"]
+
+
+def run_cli(*args, cwd=REPO):
+  return subprocess.run(
+    [sys.executable, "-m", "jaxvision.main", *args],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+
+
+def test_cli_overrides_results_and_resume(tmp_path):
+  workdir = tmp_path / "run"
+  args = [
+    "--config=experiments/digits_cnn.py",
+    f"--workdir={workdir}",
+    "--config.num_train_steps=30",
+    "--config.log_every_steps=10",
+    "--config.eval_every_steps=20",
+    "--config.checkpoint.every_steps=10",
+    "--config.optimizer.learning_rate=0.003",
+    "--config.schedule.warmup_steps=5",
+  ]
+  out = run_cli(*args)
+  assert out.returncode == 0, out.stderr
+  assert "steps/s" in out.stdout and "ETA" in out.stdout
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["config"]["optimizer"]["learning_rate"] == 0.003
+  assert results["config_file"] == "experiments/digits_cnn.py"
+  assert "--config.optimizer.learning_rate=0.003" in results["command"]
+  assert 0.5 < results["final"]["eval_accuracy"] <= 1.0
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "20", "30"]
+  # The same command again resumes from step 30: no training, same final numbers.
+  again = run_cli(*args)
+  assert again.returncode == 0, again.stderr
+  assert "Resumed" in again.stdout and "steps/s" not in again.stdout
+  assert json.loads((workdir / "results.json").read_text())["final"] == results["final"]
+
+
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    ("--config.optimizer.lr=3", "unknown config key 'lr' in --config.optimizer.lr=3"),
+    ("--config.num_train_steps=many", "--config.num_train_steps=many"),
+  ],
+)
+def test_cli_bad_override_is_one_line_error_before_compute(tmp_path, override, message):
+  out = run_cli("--config=experiments/digits_cnn.py", f"--workdir={tmp_path / 'w'}", override)
+  assert out.returncode != 0
+  assert out.stderr.strip().count("\n") == 0 and message in out.stderr
+  assert not (tmp_path / "w").exists()
+
+
+def test_cli_help_lists_flags():
+  out = run_cli("--help")
+  for flag in ("--config", "--workdir", "--halt_after_steps"):
+    assert flag in out.stdout
+
+
+def test_loss_decreases_and_metric_files_parse(tmp_path, caplog):
+  from tensorboard.backend.event_processing import event_accumulator
+
+  config = small_digits_config(steps=40)
+  with jax.log_compiles(True), caplog.at_level("WARNING"):
+    final = classifier.train_and_evaluate(config, str(tmp_path))
+  compiles = [r for r in caplog.messages if r.startswith("Compiling jit(train_step)")]
+  assert len(compiles) == 1, compiles  # 40 steps, one compilation
+  records = read_jsonl(tmp_path / "metrics.jsonl")
+  train = [r for r in records if "train_loss" in r]
+  assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30, 35, 40]
+  assert train[-1]["train_loss"] < 0.5 * train[0]["train_loss"]
+  assert final["eval_accuracy"] > 0.8
+  assert records[-1] == {"step": 40, **final}
+  acc = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
+  acc.Reload()
+  assert {"train_loss", "eval_accuracy", "learning_rate"} <= set(acc.Tags()["scalars"])
+  tb_losses = [e.value for e in acc.Scalars("train_loss")]
+  np.testing.assert_allclose(tb_losses, [r["train_loss"] for r in train], rtol=1e-6)
+
+
+def test_offline_mnist_loss_decreases(tmp_path, mnist_path):
+  config = mnist_cnn.get_config("idx")
+  config.data.data_dir = str(mnist_path)
+  config.num_train_steps = 30
+  config.log_every_steps = 10
+  config.eval_every_steps = 30
+  classifier.train_and_evaluate(config, str(tmp_path))
+  train = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "train_loss" in r]
+  assert train[-1]["train_loss"] < 0.6 * train[0]["train_loss"]
+
+
+def test_resume_is_identical_to_uninterrupted_run(tmp_path):
+  config = small_digits_config(steps=20)
+  classifier.train_and_evaluate(config, str(tmp_path / "straight"))
+  halted = classifier.train_and_evaluate(config, str(tmp_path / "resumed"), halt_after_steps=10)
+  assert halted == {}
+  assert not (tmp_path / "resumed" / "results.json").exists()
+  classifier.train_and_evaluate(config, str(tmp_path / "resumed"))
+  for a, b in zip(
+    jax.tree.leaves(final_params(tmp_path / "straight")),
+    jax.tree.leaves(final_params(tmp_path / "resumed")),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(a, b)
+  assert read_jsonl(tmp_path / "straight" / "metrics.jsonl") == read_jsonl(
+    tmp_path / "resumed" / "metrics.jsonl"
+  )
+
+
+def test_one_device_and_eight_devices_agree(tmp_path):
+  assert jax.device_count() == 8
+  config = small_digits_config(steps=10)
+  config.parallel.num_devices = 1
+  one = classifier.train_and_evaluate(config, str(tmp_path / "one"))
+  config.parallel.num_devices = 0
+  eight = classifier.train_and_evaluate(config, str(tmp_path / "eight"))
+  for a, b in zip(
+    jax.tree.leaves(final_params(tmp_path / "one")),
+    jax.tree.leaves(final_params(tmp_path / "eight")),
+    strict=True,
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert abs(one["eval_accuracy"] - eight["eval_accuracy"]) < 0.01
+
+
+def test_batch_not_divisible_by_devices_is_refused(tmp_path):
+  config = small_digits_config()
+  config.data.batch_size = 60
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    classifier.train_and_evaluate(config, str(tmp_path))
+
+
+def test_train_step_compiles_once():
+  config = config_lib.base_config()
+  model = models.create_model(config_lib.block(dict(name="cnn_a")), num_classes=10)
+  tx, schedule = optim.create_optimizer(config.optimizer, config.schedule, 100)
+  state = classifier.create_train_state(model, tx, jnp.zeros((1, 28, 28, 1)), jax.random.key(0))
+  step = jax.jit(
+    lambda s, b, k: classifier.train_step(s, b, k, learning_rate_fn=schedule), donate_argnums=0
+  )
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    batch = {
+      "inputs": rng.normal(size=(8, 28, 28, 1)).astype(np.float32),
+      "labels": rng.integers(0, 10, 8).astype(np.int32),
+    }
+    state, _ = step(state, batch, jax.random.key(1))
+  assert int(state.step) == 3
+  assert step._cache_size() == 1
+
+
+def test_non_finite_loss_fails_fast_naming_the_step():
+  window = [{"train_loss": jnp.float32(v)} for v in (1.0, 0.5, np.nan, 0.2)]
+  with pytest.raises(FloatingPointError, match="at step 12"):
+    metrics.summarize(window, first_step=10)
+  assert metrics.summarize(window[:2], first_step=1) == {"train_loss": 0.75}
