@@ -8,7 +8,8 @@ and trains on t10k[:8000], evaluating on t10k[8000:]:
 
   python -m jaxvision.main --config=experiments/mnist_cnn.py:idx --workdir=runs/mnist_cnn_idx
 
-Both run 10 epochs of Adam 1e-3 at batch 128. `--config.model.name=cnn_b` selects seed CNN B.
+Both run 10 epochs at batch 128: Adam, peak learning rate 2e-3 after a one-epoch warm-up, cosine
+decay, and random shifts of up to 2 pixels. `--config.model.name=cnn_b` selects seed CNN B.
 """
 
 from jaxvision import config_lib, optim
@@ -30,7 +31,10 @@ def get_config(source: str = "tfds"):
   config.log_every_steps = 50
   config.eval_every_steps = config.num_train_steps // 2
   config.model = dict(name="cnn_a", dropout_rate=0.0, batch_norm=False)
-  config.optimizer = optim.optimizer_config(name="adam", learning_rate=1e-3)
-  config.schedule = optim.schedule_config(name="constant")
+  config.augment.max_shift = 2
+  config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3)
+  config.schedule = optim.schedule_config(
+    name="warmup_cosine", warmup_steps=config.num_train_steps // epochs
+  )
   config.checkpoint.every_steps = 500
   return config
