@@ -5,7 +5,7 @@
 Needs TFDS cifar10 prepared in data_dir (see the README); meant for a GPU.
 """
 
-from jaxvision import config_lib, optim
+from jaxvision import config_lib, models, optim
 
 
 def get_config():
@@ -19,12 +19,11 @@ def get_config():
   config.log_every_steps = 100
   config.eval_every_steps = 2000
   config.augment.max_shift = 4
-  config.model = dict(
-    name="convnet",
+  config.model = models.model_config(
+    "convnet",
     features=(64, 64, 128, 128, 256, 256),
     pool=(False, True, False, True, False, True),
     dense=(256,),
-    kernel_size=(3, 3),
     padding="SAME",
     batch_norm=True,
     dropout_rate=0.3,

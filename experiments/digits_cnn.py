@@ -3,7 +3,7 @@
 python -m jaxvision.main --config=experiments/digits_cnn.py --workdir=runs/digits_cnn
 """
 
-from jaxvision import config_lib, optim
+from jaxvision import config_lib, models, optim
 
 
 def get_config():
@@ -15,14 +15,8 @@ def get_config():
   config.num_train_steps = 1000
   config.log_every_steps = 100
   config.eval_every_steps = 500
-  config.model = dict(
-    name="convnet",
-    features=(32, 64),
-    pool=(False, True),
-    dense=(64,),
-    kernel_size=(3, 3),
-    padding="SAME",
-    dropout_rate=0.1,
+  config.model = models.model_config(
+    "convnet", features=(32, 64), pool=(False, True), dense=(64,), padding="SAME", dropout_rate=0.1
   )
   config.optimizer = optim.optimizer_config(name="adam", learning_rate=1e-3)
   config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=50)

@@ -12,7 +12,7 @@ Both run 10 epochs at batch 128: Adam, peak learning rate 2e-3 after a one-epoch
 decay, and random shifts of up to 2 pixels. `--config.model.name=cnn_b` selects seed CNN B.
 """
 
-from jaxvision import config_lib, optim
+from jaxvision import config_lib, models, optim
 
 NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
 
@@ -30,7 +30,7 @@ def get_config(source: str = "tfds"):
   config.num_train_steps = epochs * (NUM_TRAIN[source] // config.data.batch_size)
   config.log_every_steps = 50
   config.eval_every_steps = config.num_train_steps // 2
-  config.model = dict(name="cnn_a", dropout_rate=0.0, batch_norm=False)
+  config.model = models.model_config("cnn_a")
   config.augment.max_shift = 2
   config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3)
   config.schedule = optim.schedule_config(

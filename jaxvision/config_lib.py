@@ -51,7 +51,7 @@ def offline_mnist_data(**overrides) -> ml_collections.ConfigDict:
 
 def base_config(**overrides) -> ml_collections.ConfigDict:
   """Keys every experiment has; experiments set `data`, `model`, `optimizer`, `schedule`."""
-  from jaxvision import checkpoint, optim
+  from jaxvision import checkpoint, models, optim, xla
 
   config = ml_collections.ConfigDict(
     dict(
@@ -63,8 +63,13 @@ def base_config(**overrides) -> ml_collections.ConfigDict:
       label_smoothing=0.0,
       augment=dict(max_shift=0),  # random translation, in pixels/positions per spatial axis
       parallel=dict(num_devices=0),  # 0: every device
+      # Train steps per compiled call (a lax.scan over batches gathered from data kept on
+      # device); 1 is the plain per-step loop. Same results either way; faster only where
+      # dispatch dominates (see benchmarks/RESULTS.md): on XLA:CPU scanned conv steps are slower.
+      steps_per_call=1,
+      xla=xla.xla_config(),
       data=data_config(),
-      model=dict(name="cnn_a"),
+      model=models.model_config("cnn_a"),
       optimizer=optim.optimizer_config(),
       schedule=optim.schedule_config(),
       checkpoint=checkpoint.checkpoint_config(),

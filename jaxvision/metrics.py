@@ -17,25 +17,26 @@ import numpy as np
 
 
 def summarize(window: list[dict], first_step: int, loss_key: str = "train_loss") -> dict:
-  """Means over a window of per-step metric dicts (device scalars), fetched in one transfer.
+  """Means over a window of per-step metrics (device arrays), fetched in one transfer.
 
   Args:
-    window: one metrics dict per step, oldest first.
-    first_step: the step number of `window[0]` (1-based count of steps done when it ended).
+    window: metric dicts, oldest first; each value a scalar (one step) or a [K] array (K steps
+      run in one compiled call).
+    first_step: the step number of the window's first step (counting steps done, from 1).
     loss_key: the metric that must stay finite.
 
   Raises:
     FloatingPointError: naming the first step whose `loss_key` is not finite.
   """
   host = jax.device_get(window)
-  if loss_key in host[0]:
-    losses = np.asarray([m[loss_key] for m in host])
-    bad = np.flatnonzero(~np.isfinite(losses))
+  series = {k: np.concatenate([np.atleast_1d(m[k]) for m in host]) for k in host[0]}
+  if loss_key in series:
+    bad = np.flatnonzero(~np.isfinite(series[loss_key]))
     if bad.size:
       raise FloatingPointError(
-        f"non-finite {loss_key} ({losses[bad[0]]}) at step {first_step + int(bad[0])}"
+        f"non-finite {loss_key} ({series[loss_key][bad[0]]}) at step {first_step + int(bad[0])}"
       )
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  return {k: float(np.mean(v)) for k, v in series.items()}
 
 
 class JsonlWriter:

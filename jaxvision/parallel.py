@@ -31,8 +31,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def data_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+def data_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+  return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
@@ -45,16 +45,17 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, replicated(mesh))
 
 
-def shard_batch(batch, mesh: Mesh):
-  """Splits a global batch (the same numpy arrays on every host) along axis 0 over `mesh`.
+def shard_batch(batch, mesh: Mesh, batch_axis: int = 0):
+  """Splits a global batch (the same numpy arrays on every host) along `batch_axis` over `mesh`.
 
-  Each host contributes only its own rows, so this also works across hosts.
+  Each host contributes only its own slice, so this also works across hosts.
   """
-  sharding = data_sharded(mesh)
+  sharding = data_sharded(mesh, batch_axis)
   n, i = jax.process_count(), jax.process_index()
 
   def put(x):
-    rows = x.shape[0] // n
-    return jax.make_array_from_process_local_data(sharding, x[i * rows : (i + 1) * rows], x.shape)
+    rows = x.shape[batch_axis] // n
+    local = np.take(x, np.arange(i * rows, (i + 1) * rows), axis=batch_axis) if n > 1 else x
+    return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
   return jax.tree.map(put, batch)

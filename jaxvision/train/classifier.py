@@ -11,12 +11,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxvision import data as data_lib
-from jaxvision import metrics, models, optim, parallel
+from jaxvision import metrics, models, optim, parallel, xla
 from jaxvision.data import augment
-from jaxvision.train.common import Run, TrainState, num_params, write_results
+from jaxvision.train.common import Run, TrainState, num_params, steps_this_call, write_results
 
 
 def create_train_state(model, tx, example_inputs, key) -> TrainState:
@@ -85,6 +86,27 @@ def train_step(
   return new_state, step_metrics
 
 
+def train_steps(state: TrainState, data: dict, indices: jax.Array, key: jax.Array, **kwargs):
+  """`len(indices)` train steps in one compiled loop, gathering batches from on-device data.
+
+  Args:
+    state: the train state (donated by the caller's `jit`).
+    data: the whole train split on device, {"inputs": [N, ...], "labels": [N]}.
+    indices: [K, B] example indices of K consecutive global batches.
+    key: the run's base PRNG key, as for `train_step`.
+    **kwargs: `train_step`'s keyword arguments.
+
+  Returns:
+    (new state, metrics with a leading [K] axis): the same as K calls of `train_step`.
+  """
+
+  def body(state, batch_indices):
+    batch = jax.tree.map(lambda x: x[batch_indices], data)  # [B, ...]
+    return train_step(state, batch, key, **kwargs)
+
+  return jax.lax.scan(body, state, indices)
+
+
 def eval_step(state: TrainState, batch: dict) -> dict:
   """Sums of loss and correct predictions over the real (mask == 1) examples of a batch."""
   logits = state.apply_fn(_variables(state, state.params), batch["inputs"], train=False)
@@ -146,35 +168,53 @@ def train_and_evaluate(
     flush=True,
   )
 
-  p_train_step = jax.jit(
-    functools.partial(
-      train_step,
-      learning_rate_fn=schedule,
-      max_shift=config.augment.max_shift,
-      label_smoothing=config.label_smoothing,
-    ),
-    donate_argnums=0,
+  step_kwargs = dict(
+    learning_rate_fn=schedule,
+    max_shift=config.augment.max_shift,
+    label_smoothing=config.label_smoothing,
   )
-  p_eval_step = jax.jit(eval_step)
+  compiler_options = xla.compiler_options(config.xla)
+  p_train_step = jax.jit(
+    functools.partial(train_step, **step_kwargs),
+    donate_argnums=0,
+    compiler_options=compiler_options,
+  )
+  p_eval_step = jax.jit(eval_step, compiler_options=compiler_options)
+  if config.steps_per_call > 1:
+    p_train_steps = jax.jit(
+      functools.partial(train_steps, **step_kwargs),
+      donate_argnums=0,
+      compiler_options=compiler_options,
+    )
+    device_data = parallel.replicate(
+      {"inputs": dataset.train.inputs, "labels": dataset.train.labels}, mesh
+    )
   sampler = data_lib.BatchSampler(len(dataset.train), config.data.batch_size, config.seed)
   last_step = config.num_train_steps
   if halt_after_steps is not None:
     last_step = min(last_step, halt_after_steps)
+  intervals = (config.log_every_steps, config.eval_every_steps, config.checkpoint.every_steps)
 
-  window = []
-  for step in range(start_step, last_step):
-    batch = parallel.shard_batch(sampler.batch(dataset.train, step), mesh)
-    state, step_metrics = p_train_step(state, batch, train_key)
+  step, window, window_start = start_step, [], start_step + 1
+  while step < last_step:
+    k = steps_this_call(step, config.steps_per_call, intervals, last_step)
+    if k > 1:
+      indices = np.stack([sampler.indices(s) for s in range(step, step + k)])  # [K, B]
+      indices = parallel.shard_batch(indices, mesh, batch_axis=1)
+      state, step_metrics = p_train_steps(state, device_data, indices, train_key)
+    else:
+      batch = parallel.shard_batch(sampler.batch(dataset.train, step), mesh)
+      state, step_metrics = p_train_step(state, batch, train_key)
     window.append(step_metrics)
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == last_step:
-      run.writer.write(done, metrics.summarize(window, done - len(window) + 1))
-      window = []
-    if done % config.eval_every_steps == 0 and done != config.num_train_steps:
+    step += k
+    if step % config.log_every_steps == 0 or step == last_step:
+      run.writer.write(step, metrics.summarize(window, window_start))
+      window, window_start = [], step + 1
+    if step % config.eval_every_steps == 0 and step != config.num_train_steps:
       run.writer.write(
-        done, evaluate(p_eval_step, state, dataset.eval, config.data.eval_batch_size, mesh)
+        step, evaluate(p_eval_step, state, dataset.eval, config.data.eval_batch_size, mesh)
       )
-    run.save(done, state, force=done == last_step)
+    run.save(step, state, force=step == last_step)
 
   if int(state.step) < config.num_train_steps:
     run.close()

@@ -67,6 +67,16 @@ def write_results(workdir: str, config: ml_collections.ConfigDict, results: dict
   return path
 
 
+def steps_this_call(step: int, steps_per_call: int, intervals, last_step: int) -> int:
+  """How many steps the next compiled call runs: `steps_per_call` when no logging, eval or
+  checkpoint step falls strictly inside that span, else 1 (so events land where they would in a
+  per-step loop and only two step functions are ever compiled)."""
+  if steps_per_call <= 1:
+    return 1
+  next_event = min([last_step] + [(step // n + 1) * n for n in intervals])
+  return steps_per_call if step + steps_per_call <= next_event else 1
+
+
 class Run:
   """The bookkeeping of one training run in a workdir: checkpoints, writers, elapsed time."""
 

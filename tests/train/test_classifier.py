@@ -13,6 +13,7 @@ import pytest
 
 from jaxvision import config_lib, metrics, models, optim
 from jaxvision.train import classifier
+from jaxvision.train.common import steps_this_call
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO))
@@ -128,6 +129,7 @@ def test_offline_mnist_loss_decreases(tmp_path, mnist_path):
   config = mnist_cnn.get_config("idx")
   config.data.data_dir = str(mnist_path)
   config.num_train_steps = 30
+  config.schedule.warmup_steps = 5
   config.log_every_steps = 10
   config.eval_every_steps = 30
   classifier.train_and_evaluate(config, str(tmp_path))
@@ -167,6 +169,37 @@ def test_one_device_and_eight_devices_agree(tmp_path):
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   assert abs(one["eval_accuracy"] - eight["eval_accuracy"]) < 0.01
+
+
+def test_steps_per_call_matches_per_step_loop(tmp_path):
+  """K steps in one scanned call over on-device data == K jitted steps (float32 tolerance)."""
+  config = small_digits_config(steps=20)
+  config.log_every_steps = 10
+  classifier.train_and_evaluate(config, str(tmp_path / "per_step"))
+  config.steps_per_call = 5
+  classifier.train_and_evaluate(config, str(tmp_path / "scanned"))
+  for a, b in zip(
+    jax.tree.leaves(final_params(tmp_path / "per_step")),
+    jax.tree.leaves(final_params(tmp_path / "scanned")),
+    strict=True,
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  per_step = read_jsonl(tmp_path / "per_step" / "metrics.jsonl")
+  scanned = read_jsonl(tmp_path / "scanned" / "metrics.jsonl")
+  assert [r["step"] for r in per_step] == [r["step"] for r in scanned]
+  for p, q in zip(per_step, scanned, strict=True):
+    assert p.keys() == q.keys()
+    np.testing.assert_allclose([p[k] for k in p], [q[k] for k in p], rtol=1e-4)
+
+
+def test_steps_this_call_stops_at_every_event():
+  intervals = (10, 25, 30)
+  # from 0: the next event is step 10, so a call of 5 fits; from 8 it would cross 10
+  assert steps_this_call(0, 5, intervals, 100) == 5
+  assert steps_this_call(8, 5, intervals, 100) == 1
+  assert steps_this_call(20, 5, intervals, 100) == 5  # 20 -> 25 lands on the eval step
+  assert steps_this_call(97, 5, intervals, 100) == 1  # past the last step
+  assert steps_this_call(0, 1, intervals, 100) == 1
 
 
 def test_batch_not_divisible_by_devices_is_refused(tmp_path):
