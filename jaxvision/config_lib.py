@@ -20,7 +20,7 @@ def block(defaults: dict, **overrides) -> ml_collections.ConfigDict:
 
 
 DATA_DEFAULTS = dict(
-  source="tfds",  # tfds | idx | mnist1d | digits
+  source="tfds",  # tfds | idx | mnist1d | digits | marked_sum
   name="mnist",  # the TFDS name, or a label for idx files
   data_dir="",  # tfds: its data_dir ("" = TFDS default); idx: the folder of IDX files
   train_split="train",  # TFDS-style split strings; slices like "t10k[:8000]" work for idx
@@ -28,6 +28,12 @@ DATA_DEFAULTS = dict(
   normalize="standardize",  # standardize | unit | symmetric | none
   batch_size=128,
   eval_batch_size=1000,
+  layout="image",  # image | sequence (images as rows over time, e.g. sequential MNIST)
+  shuffle_labels=False,  # permute the train labels: a control that must stay at chance
+  # Generated sources only (marked_sum): sizes and sequence length (0: the source's default).
+  num_train=0,
+  num_eval=0,
+  seq_length=0,
 )
 
 

@@ -8,13 +8,16 @@ import functools
 import flax.linen as nn
 import ml_collections
 
-from jaxvision.models import cnn
+from jaxvision.models import cnn, rnn
 
 MODELS = {
   "cnn_a": cnn.CNN_A,
   "cnn_b": cnn.CNN_B,
   "cnn_1d": cnn.CNN_1D,
   "convnet": cnn.ConvNet,
+  "lstm": rnn.LSTM,
+  "gru": rnn.GRU,
+  "seed_lstm": rnn.SEED_LSTM,
 }
 _FROM_DATA = ("num_classes",)  # attributes set from the data set, not the config
 

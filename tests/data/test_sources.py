@@ -121,3 +121,36 @@ def test_digits_fixed_split():
 def test_unknown_source():
   with pytest.raises(ValueError, match="unknown data source 'imagenet'"):
     load_dataset(config_lib.data_config(source="imagenet"))
+
+
+def test_marked_sum_task_needs_both_marks():
+  from jaxvision.data import marked_sum
+
+  split = marked_sum.generate(20_000, 100, np.random.default_rng(0))
+  x, y = split.inputs[..., 0], split.labels
+  assert x.shape == (20_000, 100) and 0.48 < y.mean() < 0.52
+  marked = x < 0
+  assert (marked.sum(1) == 2).all()
+  assert marked[:, :10].sum(1).tolist() == [1] * 20_000  # first mark in the first tenth
+  assert marked[:, 90:].sum(1).tolist() == [1] * 20_000  # second mark in the last tenth
+  first = -np.where(marked[:, :10], x[:, :10], 0).sum(1)
+  second = -np.where(marked[:, 90:], x[:, 90:], 0).sum(1)
+  np.testing.assert_array_equal(y, (first > 0.5) == (second > 0.5))
+  # either value alone is uninformative: the label rate is ~1/2 on both sides of 0.5
+  for v in (first, second):
+    assert abs(y[v > 0.5].mean() - 0.5) < 0.03 and abs(y[v <= 0.5].mean() - 0.5) < 0.03
+
+
+def test_sequence_layout_and_shuffled_label_control():
+  config = config_lib.data_config(source="digits", layout="sequence")
+  ds = load_dataset(config)
+  assert ds.train.inputs.shape == (1437, 8, 8) and "rows as time steps" in ds.description
+  images = load_dataset(config_lib.data_config(source="digits"))
+  np.testing.assert_array_equal(ds.train.inputs, images.train.inputs[..., 0])
+  config.shuffle_labels = True
+  shuffled = load_dataset(config)
+  assert sorted(shuffled.train.labels) == sorted(ds.train.labels)
+  assert (shuffled.train.labels != ds.train.labels).mean() > 0.8
+  np.testing.assert_array_equal(shuffled.eval.labels, ds.eval.labels)  # eval keeps true labels
+  with pytest.raises(ValueError, match="unknown data.layout"):
+    load_dataset(config_lib.data_config(source="digits", layout="video"))

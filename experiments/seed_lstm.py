@@ -1,0 +1,37 @@
+"""The seeds' RNN: 3 x LSTM(64) over (100, 1) sequences, binary output, on the marked-sum task.
+
+  python -m jaxvision.main --config=experiments/seed_lstm.py --workdir=runs/seed_lstm
+  python -m jaxvision.main --config=experiments/seed_lstm.py:control \
+    --workdir=runs/seed_lstm_control
+
+The task (jaxvision/data/marked_sum.py) needs information from both ends of each sequence.
+`:control` trains on shuffled labels and must stay at chance (50%).
+"""
+
+from jaxvision import config_lib, models, optim
+
+
+def get_config(variant: str = "task"):
+  if variant not in ("task", "control"):
+    raise ValueError(f"seed_lstm takes 'task' or 'control', got {variant!r}")
+  config = config_lib.base_config()
+  config.seed = 0
+  config.xla.cpu_ynn_fusions = True
+  config.data = config_lib.data_config(
+    source="marked_sum",
+    name="marked_sum",
+    num_train=10_000,
+    num_eval=2_000,
+    seq_length=100,
+    normalize="none",
+    batch_size=128,
+    shuffle_labels=variant == "control",
+  )
+  config.model = models.model_config("seed_lstm")
+  config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3, grad_clip_norm=1.0)
+  config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=200)
+  config.num_train_steps = 3000
+  config.log_every_steps = 100
+  config.eval_every_steps = 1000
+  config.checkpoint.every_steps = 1000
+  return config

@@ -1,0 +1,36 @@
+"""Sequential MNIST: each image read as 28 rows of 28 pixels by an LSTM.
+
+  python -m jaxvision.main --config=experiments/seqmnist_lstm.py:idx \
+    --workdir=runs/seqmnist_lstm_idx
+
+`:idx` (the default) reads the real MNIST test split from IDX files ($JAXVISION_MNIST_DIR,
+default ../shared/data/mnist), training on t10k[:8000] and evaluating on t10k[8000:]; `:tfds`
+uses the prepared TFDS mnist set (60,000 / 10,000).
+"""
+
+from jaxvision import config_lib, models, optim
+
+NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
+
+
+def get_config(source: str = "idx"):
+  if source not in NUM_TRAIN:
+    raise ValueError(f"seqmnist_lstm takes 'idx' or 'tfds', got {source!r}")
+  config = config_lib.base_config()
+  config.seed = 0
+  config.xla.cpu_ynn_fusions = True
+  if source == "idx":
+    config.data = config_lib.offline_mnist_data(batch_size=128, layout="sequence")
+  else:
+    config.data = config_lib.data_config(source="tfds", name="mnist", layout="sequence")
+  epochs = 20
+  config.num_train_steps = epochs * (NUM_TRAIN[source] // config.data.batch_size)
+  config.model = models.model_config("lstm", hidden_size=128)
+  config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3, grad_clip_norm=1.0)
+  config.schedule = optim.schedule_config(
+    name="warmup_cosine", warmup_steps=config.num_train_steps // epochs
+  )
+  config.log_every_steps = 100
+  config.eval_every_steps = config.num_train_steps // 2
+  config.checkpoint.every_steps = 500
+  return config
