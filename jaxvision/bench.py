@@ -1,0 +1,232 @@
+"""Side-by-side speed benchmark: jaxvision's real train steps against plain PyTorch references.
+
+  python -m jaxvision.bench --out=benchmarks/RESULTS.md   # needs the `bench` extra (torch)
+
+For each model (CNN A, the seeds' 3 x LSTM(64), the DCGAN D+G step, the MNIST-1D CNN) it builds
+jaxvision's model and train step exactly as the trainers do (same compiler options), and the same
+model in PyTorch eager, on the same batch size and optimizer (Adam). Timing windows of the two
+alternate, after warm-up; the table reports the median steps/s of >= 5 windows each, the ratio,
+first-step (compile) time, and each framework's peak memory (a fresh process per framework on
+CPU, so one's allocations do not hide the other's; allocator peaks on GPU). It then trains the
+MNIST-1D CNN recipe (`experiments/mnist1d_cnn.py:fast`) with the real trainer on several seeds
+and reports accuracy and wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+from jaxvision import bench_models
+
+flags.DEFINE_list("models", list(bench_models.CASES), "Which models to time.")
+flags.DEFINE_integer("windows", 7, "Timed windows per framework and model (median reported).")
+flags.DEFINE_float("window_seconds", 1.0, "Approximate length of one timed window.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the MNIST-1D time-to-accuracy runs.")
+flags.DEFINE_bool("memory", True, "Measure peak memory in separate processes.")
+flags.DEFINE_string("out", None, "Markdown file whose section for this device to (re)write.")
+flags.DEFINE_string("_memory_probe", None, "Internal: MODEL:FRAMEWORK to probe for peak memory.")
+FLAGS = flags.FLAGS
+
+
+def device_description() -> str:
+  import jax
+
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    try:
+      with open("/proc/cpuinfo", encoding="utf-8") as f:
+        model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+      model = platform.processor() or platform.machine()
+    return f"CPU: {model}, {os.cpu_count()} cores"
+  return f"{device.platform.upper()}: {device.device_kind}"
+
+
+def time_windows(step, n_steps: int) -> float:
+  """Runs `n_steps` of `step()` (which blocks on its result) and returns steps/s."""
+  start = time.perf_counter()
+  for _ in range(n_steps):
+    step()
+  step.sync()
+  return n_steps / (time.perf_counter() - start)
+
+
+def speed(name: str, windows: int, window_seconds: float) -> dict:
+  """Interleaved steps/s of both frameworks for one model, plus their first-step times."""
+  case = bench_models.CASES[name]
+  runners = {"jaxvision": case.jax(), "pytorch": case.torch()}
+  first = {k: r.first_step_seconds for k, r in runners.items()}
+  for r in runners.values():  # warm-up, and a window length for each framework
+    r.steps_per_window = max(2, round(window_seconds * time_windows(r, 3)))
+  rates = {k: [] for k in runners}
+  for _ in range(windows):
+    for k, r in runners.items():
+      rates[k].append(time_windows(r, r.steps_per_window))
+  return {
+    "model": name,
+    "batch": case.batch,
+    "steps_s": {k: statistics.median(v) for k, v in rates.items()},
+    "spread": {k: (min(v), max(v)) for k, v in rates.items()},
+    "first_step_s": first,
+  }
+
+
+def probe_memory(name: str, framework: str) -> float | None:
+  """Peak memory in MiB of a fresh process that builds and runs one framework's step."""
+  out = subprocess.run(
+    [sys.executable, "-m", "jaxvision.bench", f"--_memory_probe={name}:{framework}"],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  match = re.search(r"PEAK_MIB (\S+)", out.stdout)
+  return float(match.group(1)) if match else None
+
+
+def run_probe(spec: str) -> None:
+  name, framework = spec.split(":")
+  case = bench_models.CASES[name]
+  runner = case.jax() if framework == "jaxvision" else case.torch()
+  time_windows(runner, 5)
+  peak = runner.device_peak_mib()
+  if peak is None:  # CPU: this process's peak resident set
+    peak = peak_rss_mib()
+  print(f"PEAK_MIB {peak:.1f}")
+
+
+def peak_rss_mib() -> float:
+  """Peak resident memory of this process. `ru_maxrss` would not do: Linux carries the parent's
+  peak across fork + exec, while VmHWM belongs to this address space alone."""
+  try:
+    with open("/proc/self/status", encoding="utf-8") as f:
+      return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+  except (OSError, StopIteration):
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def mnist1d_time_to_accuracy(seeds) -> list[dict]:
+  """Trains experiments/mnist1d_cnn.py:fast with the real trainer; accuracy and wall time."""
+  sys.path.insert(0, os.getcwd())
+  from experiments import mnist1d_cnn
+  from jaxvision.data import load_dataset
+  from jaxvision.train import classifier
+
+  start = time.perf_counter()
+  load_dataset(mnist1d_cnn.get_config("fast").data)
+  generate_s = time.perf_counter() - start
+  rows = []
+  for seed in seeds:
+    config = mnist1d_cnn.get_config("fast")
+    config.seed = int(seed)
+    with tempfile.TemporaryDirectory() as workdir:
+      start = time.perf_counter()
+      final = classifier.train_and_evaluate(config, workdir)
+      total = time.perf_counter() - start
+      with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+        train_s = json.load(f)["wall_time_s"]
+    rows.append(
+      {
+        "seed": int(seed),
+        "eval_accuracy": final["eval_accuracy"],
+        "train_s": train_s,  # init + compile + 1,000 steps + final eval + checkpoint
+        "total_s": total,  # the above plus generating MNIST-1D
+        "generate_s": generate_s,
+      }
+    )
+  return rows
+
+
+def render(speeds: list[dict], memory: dict, mnist1d: list[dict], header: str) -> str:
+  import jax
+
+  lines = [
+    f"## {header}",
+    "",
+    f"`{' '.join(['python -m jaxvision.bench', *sys.argv[1:]])}` on {time.strftime('%Y-%m-%d')}"
+    f"; jax {jax.__version__}, torch {bench_models.torch_version()}, float32, Adam.",
+    "",
+    "| model | batch | jaxvision steps/s | PyTorch eager steps/s | jaxvision / PyTorch |"
+    " jaxvision samples/s | first step (compile) s, jaxvision / PyTorch |"
+    " peak memory MiB, jaxvision / PyTorch |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  ]
+  for s in speeds:
+    j, t = s["steps_s"]["jaxvision"], s["steps_s"]["pytorch"]
+    (jlo, jhi), (tlo, thi) = s["spread"]["jaxvision"], s["spread"]["pytorch"]
+    mem = memory.get(s["model"], {})
+    fmt = lambda v: "?" if v is None else f"{v:.0f}"
+    lines.append(
+      f"| {bench_models.CASES[s['model']].title} | {s['batch']} |"
+      f" {j:.1f} ({jlo:.1f}-{jhi:.1f}) | {t:.1f} ({tlo:.1f}-{thi:.1f}) | **{j / t:.2f}** |"
+      f" {j * s['batch']:.0f} | {s['first_step_s']['jaxvision']:.2f} /"
+      f" {s['first_step_s']['pytorch']:.2f} |"
+      f" {fmt(mem.get('jaxvision'))} / {fmt(mem.get('pytorch'))} |"
+    )
+  lines += ["", "Steps/s: median (min-max) of the timed windows, the frameworks alternating."]
+  if mnist1d:
+    lines += [
+      "",
+      "MNIST-1D CNN, `experiments/mnist1d_cnn.py:fast` through the real trainer (1,000 steps):",
+      "",
+      "| seed | test accuracy | wall s (init, compile, train, eval, checkpoint) |"
+      " + data generation s |",
+      "| --- | --- | --- | --- |",
+    ]
+    for r in mnist1d:
+      lines.append(
+        f"| {r['seed']} | {100 * r['eval_accuracy']:.1f}% | {r['train_s']:.2f} |"
+        f" {r['total_s']:.2f} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def write_section(path: str, header: str, text: str) -> None:
+  """Replaces the `## header` section of `path` with `text` (appends it if absent)."""
+  old = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n\n"
+  pattern = re.compile(rf"^## {re.escape(header)}\n.*?(?=^## |\Z)", re.M | re.S)
+  new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old + "\n" + text
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(re.sub(r"\n{3,}", "\n\n", new))
+
+
+def main(argv):
+  del argv
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax's INFO logs would bury the table
+  if FLAGS._memory_probe:
+    run_probe(FLAGS._memory_probe)
+    return
+  unknown = set(FLAGS.models) - set(bench_models.CASES)
+  if unknown:
+    raise app.UsageError(f"unknown models {sorted(unknown)}; known: {list(bench_models.CASES)}")
+  header = device_description()
+  print(f"Benchmarking on {header}", flush=True)
+  speeds = []
+  for name in FLAGS.models:
+    speeds.append(speed(name, FLAGS.windows, FLAGS.window_seconds))
+    print(json.dumps(speeds[-1]), flush=True)
+  memory = {}
+  if FLAGS.memory:
+    for name in FLAGS.models:
+      memory[name] = {fw: probe_memory(name, fw) for fw in ("jaxvision", "pytorch")}
+      print(name, "peak MiB", memory[name], flush=True)
+  mnist1d = mnist1d_time_to_accuracy(FLAGS.seeds) if FLAGS.seeds else []
+  text = render(speeds, memory, mnist1d, header)
+  print(text)
+  if FLAGS.out:
+    write_section(FLAGS.out, header, text)
+
+
+if __name__ == "__main__":
+  app.run(main)

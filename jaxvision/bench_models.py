@@ -1,0 +1,221 @@
+"""The benchmark's cases: each model as jaxvision trains it, and the same model in PyTorch.
+
+jaxvision's side is built from the experiment config the trainers use (model, compiler options),
+so the benchmark times what training runs. PyTorch's side is a plain eager implementation of the
+same architecture, built from the same model config, with the same batch and optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LEARNING_RATE = 1e-3
+
+
+def torch_version() -> str:
+  try:
+    import torch
+
+    return torch.__version__
+  except ImportError:
+    return "not installed"
+
+
+def _experiment(name: str, arg: str | None = None):
+  """`experiments/<name>.py`'s config (the benchmark runs from the repository root)."""
+  sys.path.insert(0, os.getcwd())
+  module = __import__(f"experiments.{name}", fromlist=["get_config"])
+  return module.get_config(arg) if arg else module.get_config()
+
+
+class JaxRunner:
+  """Calls a jitted, state-donating step; `sync` blocks on its latest output."""
+
+  def __init__(self, step: Callable, state, args: tuple):
+    self._step, self._args = step, args
+    start = time.perf_counter()
+    self._state, self._out = step(state, *args)
+    jax.block_until_ready(self._out)
+    self.first_step_seconds = time.perf_counter() - start
+
+  def __call__(self):
+    self._state, self._out = self._step(self._state, *self._args)
+
+  def sync(self):
+    jax.block_until_ready(self._out)
+
+  def device_peak_mib(self):
+    stats = jax.devices()[0].memory_stats()
+    return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
+
+
+class TorchRunner:
+  """Calls an eager PyTorch step (forward, backward, optimizer) on fixed tensors."""
+
+  def __init__(self, step: Callable, device):
+    self._step, self._device = step, device
+    start = time.perf_counter()
+    step()
+    self.sync()
+    self.first_step_seconds = time.perf_counter() - start
+
+  def __call__(self):
+    self._step()
+
+  def sync(self):
+    import torch
+
+    if self._device.type == "cuda":
+      torch.cuda.synchronize()
+
+  def device_peak_mib(self):
+    import torch
+
+    if self._device.type == "cuda":
+      return torch.cuda.max_memory_allocated() / 2**20
+    return None
+
+
+def _torch_device():
+  import torch
+
+  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------- classifiers (CNNs, RNNs)
+
+
+def _jax_classifier(config, input_shape, num_classes, batch_size) -> JaxRunner:
+  from jaxvision import models, optim, xla
+  from jaxvision.train import classifier
+
+  model = models.create_model(config.model, num_classes=num_classes)
+  tx, schedule = optim.create_optimizer(
+    optim.optimizer_config(name="adam", learning_rate=LEARNING_RATE), optim.schedule_config(), 10
+  )
+  key = jax.random.key(0)
+  state = classifier.create_train_state(model, tx, jnp.zeros((1, *input_shape)), key)
+  step = jax.jit(
+    functools.partial(classifier.train_step, learning_rate_fn=schedule),
+    donate_argnums=0,
+    compiler_options=xla.compiler_options(config.xla),
+  )
+  rng = np.random.default_rng(0)
+  batch = {
+    "inputs": jnp.asarray(rng.normal(size=(batch_size, *input_shape)).astype(np.float32)),
+    "labels": jnp.asarray(rng.integers(0, num_classes, batch_size).astype(np.int32)),
+  }
+  return JaxRunner(step, state, (batch, key))
+
+
+def _torch_classifier(model, input_shape, num_classes, batch_size) -> TorchRunner:
+  import torch
+
+  device = _torch_device()
+  model = model.to(device)
+  x = torch.randn(batch_size, *input_shape, device=device)
+  y = torch.randint(0, num_classes, (batch_size,), device=device)
+  model(x)  # materialise lazy layers before the optimizer sees the parameters
+  opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+  return TorchRunner(step, device)
+
+
+def torch_convnet(cfg, in_channels: int, num_classes: int):
+  """PyTorch twin of `jaxvision.models.cnn.ConvNet` for a model config (no BN / dropout)."""
+  from torch import nn
+
+  if cfg.batch_norm or cfg.dropout_rate:
+    raise NotImplementedError("the benchmark's ConvNets have no batch norm or dropout")
+  one_d = len(cfg.kernel_size) == 1
+  conv, pool = (nn.Conv1d, nn.MaxPool1d) if one_d else (nn.Conv2d, nn.MaxPool2d)
+  padding = "same" if cfg.padding == "SAME" else 0
+  layers, channels = [], in_channels
+  for width, pooled in zip(cfg.features, cfg.pool, strict=True):
+    layers += [conv(channels, width, tuple(cfg.kernel_size), padding=padding), nn.ReLU()]
+    if pooled:
+      layers.append(pool(cfg.pool_window))
+    channels = width
+  layers.append(nn.Flatten())
+  for width in cfg.dense:
+    layers += [nn.LazyLinear(width), nn.ReLU()]
+  layers.append(nn.LazyLinear(num_classes))
+  return nn.Sequential(*layers)
+
+
+def torch_stacked_lstm(cfg, in_features: int, num_classes: int):
+  """PyTorch twin of `jaxvision.models.rnn.RNNClassifier` (unidirectional, last state)."""
+  from torch import nn
+
+  if cfg.cell != "lstm" or cfg.bidirectional or cfg.pooling != "last" or cfg.dense:
+    raise NotImplementedError("the benchmark's RNN is a plain stacked LSTM")
+
+  class StackedLSTM(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.lstm = nn.LSTM(in_features, cfg.hidden_size, cfg.num_layers, batch_first=True)
+      self.head = nn.Linear(cfg.hidden_size, num_classes)
+
+    def forward(self, x):
+      _, (h, _) = self.lstm(x)
+      return self.head(h[-1])
+
+  return StackedLSTM()
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  title: str
+  batch: int
+  jax: Callable[[], JaxRunner]
+  torch: Callable[[], TorchRunner]
+
+
+def _cnn_a():
+  return _experiment("mnist_cnn", "idx")
+
+
+def _seed_lstm():
+  return _experiment("seed_lstm")
+
+
+def _cnn_1d():
+  return _experiment("mnist1d_cnn", "fast")
+
+
+B = 128
+CASES = {
+  "cnn_a": Case(
+    "CNN A, 28x28x1",
+    B,
+    lambda: _jax_classifier(_cnn_a(), (28, 28, 1), 10, B),
+    # PyTorch is channels-first: [B, 1, 28, 28]
+    lambda: _torch_classifier(torch_convnet(_cnn_a().model, 1, 10), (1, 28, 28), 10, B),
+  ),
+  "seed_lstm": Case(
+    "3 x LSTM(64), (100, 1)",
+    B,
+    lambda: _jax_classifier(_seed_lstm(), (100, 1), 2, B),
+    lambda: _torch_classifier(torch_stacked_lstm(_seed_lstm().model, 1, 2), (100, 1), 2, B),
+  ),
+  "cnn_1d": Case(
+    "MNIST-1D CNN (fast recipe), 40x1",
+    B,
+    lambda: _jax_classifier(_cnn_1d(), (40, 1), 10, B),
+    lambda: _torch_classifier(torch_convnet(_cnn_1d().model, 1, 10), (1, 40), 10, B),
+  ),
+}
