@@ -16,6 +16,7 @@ def get_config(cell: str = "gru"):
   config = config_lib.base_config()
   config.seed = 0
   config.xla.cpu_ynn_fusions = True  # faster for recurrent steps on XLA:CPU
+  config.steps_per_call = 25  # scanning steps is ~40% faster for RNNs on XLA:CPU
   config.augment.max_shift = 2
   config.data = config_lib.data_config(source="mnist1d", name="mnist1d", batch_size=128)
   config.model = models.model_config(cell, hidden_size=128)

@@ -16,7 +16,8 @@ def get_config(variant: str = "task"):
     raise ValueError(f"seed_lstm takes 'task' or 'control', got {variant!r}")
   config = config_lib.base_config()
   config.seed = 0
-  config.xla.cpu_ynn_fusions = True
+  config.xla.cpu_ynn_fusions = True  # faster for recurrent steps on XLA:CPU
+  config.steps_per_call = 25  # scanning steps is ~40% faster for RNNs on XLA:CPU
   config.data = config_lib.data_config(
     source="marked_sum",
     name="marked_sum",

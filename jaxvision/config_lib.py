@@ -55,6 +55,42 @@ def offline_mnist_data(**overrides) -> ml_collections.ConfigDict:
   )
 
 
+def gan_base_config() -> ml_collections.ConfigDict:
+  """Keys every GAN experiment has (trainer "gan"); experiments set data and the networks."""
+  from jaxvision import checkpoint, optim, xla
+
+  adam = dict(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999)
+  return ml_collections.ConfigDict(
+    dict(
+      trainer="gan",
+      seed=0,
+      num_train_steps=5000,
+      log_every_steps=100,
+      eval_every_steps=1000,
+      z_dim=100,
+      loss="non_saturating",  # non_saturating | hinge
+      ema_decay=0.999,  # generator EMA used for evaluation; 0 turns it off
+      generator=dict(
+        features=(256, 128), kernel_size=4, batch_norm=True, conv_transpose_impl="auto"
+      ),
+      discriminator=dict(features=(64, 128), kernel_size=4, batch_norm=True),
+      g_optimizer=optim.optimizer_config(**adam),
+      d_optimizer=optim.optimizer_config(**adam),
+      schedule=optim.schedule_config(),
+      data=data_config(normalize="symmetric", batch_size=64),
+      eval=dict(
+        classifier_workdir="",  # a finished jaxvision classifier run on the same data ("": none)
+        num_samples=10_000,  # generated images per evaluation (IS, class shares, KID)
+        batch_size=500,
+        grid_size=64,  # images in each samples/step_N.png
+      ),
+      parallel=dict(num_devices=0),
+      xla=xla.xla_config(),
+      checkpoint=checkpoint.checkpoint_config(),
+    )
+  )
+
+
 def base_config(**overrides) -> ml_collections.ConfigDict:
   """Keys every experiment has; experiments set `data`, `model`, `optimizer`, `schedule`."""
   from jaxvision import checkpoint, models, optim, xla

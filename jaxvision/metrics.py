@@ -89,7 +89,7 @@ class ProgressWriter:
   def write(self, step: int, scalars: dict) -> None:
     now = time.perf_counter()
     line = f"step {step}/{self._total}"
-    if any(k.startswith("train_") for k in scalars):
+    if not all(k.startswith("eval_") for k in scalars):  # a training window
       if self._last is not None and step > self._last[0]:
         rate = (step - self._last[0]) / (now - self._last[1])
         line += f" | {rate:.1f} steps/s | ETA {_duration((self._total - step) / rate)}"
@@ -108,6 +108,8 @@ class MultiWriter:
     self._writers = list(writers) if jax.process_index() == 0 else []
 
   def write(self, step: int, scalars: dict) -> None:
+    if not scalars:
+      return
     for w in self._writers:
       w.write(step, scalars)
 

@@ -1,11 +1,11 @@
 """The seeds' (100, 1) binary sequence task, generated with a real long-range dependency.
 
 Each sequence has `seq_length` steps of one channel. Every step holds a value v ~ U(0, 1); two
-steps are *marked*, which the channel encodes by sign: a marked step holds -v instead of v. The
-first mark lies in the first tenth of the sequence, the second in the last tenth, so the network
-must carry the first value across ~80% of the sequence. The label is 1 when the two marked values
-fall on the same side of 0.5 (both above or both below; balanced, P = 1/2). Either marked value
-alone, any single step, or any statistic of the unmarked steps says nothing about the label.
+steps are *marked*, which the channel encodes by sign: a marked step holds -v instead of v. Both
+marks lie in the first tenth of the sequence, and the label is 1 when the two marked values sum
+to more than 1 (balanced: P = 1/2), as in Hochreiter & Schmidhuber's adding problem. The network
+must combine the two values and carry the result across the remaining ~90% of the sequence,
+whose values are pure distractors; neither marked value alone gives more than 75% accuracy.
 
 Train and eval sets are generated from disjoint seeds; with `data.shuffle_labels` the train labels
 are permuted (a control that must stay at chance).
@@ -27,9 +27,9 @@ def generate(num: int, seq_length: int, rng: np.random.Generator) -> base.Split:
   x = rng.uniform(0.0, 1.0, (num, seq_length)).astype(np.float32)
   window = seq_length // 10
   first = rng.integers(0, window, num)
-  second = rng.integers(seq_length - window, seq_length, num)
+  second = (first + rng.integers(1, window, num)) % window  # a different step of the window
   rows = np.arange(num)
-  labels = ((x[rows, first] > 0.5) == (x[rows, second] > 0.5)).astype(np.int32)
+  labels = (x[rows, first] + x[rows, second] > 1.0).astype(np.int32)
   x[rows, first] *= -1.0
   x[rows, second] *= -1.0
   return base.Split(x[..., None], labels)

@@ -41,8 +41,12 @@ class ConvNet(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    """Maps inputs [B, *spatial, C] to logits [B, num_classes]."""
+  def __call__(self, x: jnp.ndarray, *, train: bool, return_features: bool = False):
+    """Maps inputs [B, *spatial, C] to logits [B, num_classes].
+
+    With `return_features`, returns (logits, features [B, D]): the input of the output layer,
+    which GAN metrics (FID, KID) use as their feature space.
+    """
     if len(self.pool) != len(self.features):
       raise ValueError(f"pool {self.pool} needs one entry per conv block {self.features}")
     if x.ndim != len(self.kernel_size) + 2:
@@ -67,8 +71,10 @@ class ConvNet(nn.Module):
       if self.batch_norm:
         x = norm()(x)
       x = nn.relu(x)
+    features = x
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)  # [B, num_classes]
+    logits = nn.Dense(self.num_classes)(x)  # [B, num_classes]
+    return (logits, features) if return_features else logits
 
 
 # Seed CNN A: Conv32-pool-Conv64-pool-Conv64-Dense64-Dense10, 3x3 VALID convs (93,322 params).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def max_pool(x: jnp.ndarray, window: int) -> jnp.ndarray:
@@ -33,3 +35,81 @@ def max_pool(x: jnp.ndarray, window: int) -> jnp.ndarray:
     split += [o, window]
   x = x.reshape(*split, x.shape[-1])  # [B, o1, w, o2, w, ..., C]
   return x.max(axis=tuple(2 + 2 * i for i in range(len(out))))
+
+
+def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
+  """`lax.conv_transpose`'s padding of the stride-dilated input (as jax computes it)."""
+  if padding == "SAME":
+    pad_len = k + s - 2
+    pad_a = k - 1 if s > k - 1 else -(-pad_len // 2)
+  elif padding == "VALID":
+    pad_len = k + s - 2 + max(k - s, 0)
+    pad_a = k - 1
+  else:
+    raise ValueError(f"padding must be SAME or VALID, got {padding!r}")
+  return pad_a, pad_len - pad_a
+
+
+def _subpixel_taps(k: int, s: int, size: int, padding: str):
+  """Per spatial axis: which kernel tap each (window position, output phase) uses.
+
+  A stride-s transposed conv computes output o = s * m + r (phase r) as a plain correlation of
+  the *undilated* input around m with the taps k0(r) + s * j of the kernel. All phases share one
+  window [lo, hi] of input offsets; `taps[t, r]` is the kernel index at window offset t for
+  phase r, or -1 where that phase has no tap.
+
+  Returns:
+    (taps [window, s] int array, (pad_lo, pad_hi) of the input, phases kept per output).
+  """
+  pad_a, pad_b = _transpose_padding(k, s, padding)
+  out_size = (size - 1) * s + 1 + pad_a + pad_b - k + 1
+  phases = []
+  for r in range(s):
+    k0 = (pad_a - r) % s
+    d = (r + k0 - pad_a) // s  # input offset of tap j = 0
+    phases.append((k0, d, range(k0, k, s)))
+  lo = min(d for _, d, _ in phases)
+  hi = max(d + len(t) - 1 for _, d, t in phases)
+  taps = np.full((hi - lo + 1, s), -1)
+  for r, (_, d, tap_range) in enumerate(phases):
+    for j, tap in enumerate(tap_range):
+      taps[d + j - lo, r] = tap
+  n_out = -(-out_size // s)  # output rows per phase (the last may be partly cropped)
+  return taps, (-lo, n_out - 1 + hi - (size - 1)), out_size
+
+
+def conv_transpose_subpixel(x: jnp.ndarray, kernel: jnp.ndarray, strides, padding: str):
+  """`lax.conv_transpose(x, kernel, strides, padding)` (2-D, NHWC/HWIO) as one stride-1 conv.
+
+  The s_h * s_w output phases of a strided transposed conv are each a small correlation of the
+  input; their kernels are stacked along the output channels of one ordinary convolution, and a
+  depth-to-space reshape interleaves them. Same values; on XLA:CPU the weight gradient of this
+  form avoids the slow path that transposed convolutions take (jax-ml/jax#23783).
+
+  Args:
+    x: [B, H, W, Cin].
+    kernel: [kh, kw, Cin, Cout], as `nn.ConvTranspose` stores it.
+    strides: (s_h, s_w).
+    padding: "SAME" or "VALID".
+
+  Returns:
+    [B, H_out, W_out, Cout], H_out = H * s_h for SAME.
+  """
+  (kh, kw, cin, cout), (sh, sw) = kernel.shape, strides
+  taps_h, pad_h, out_h = _subpixel_taps(kh, sh, x.shape[1], padding)
+  taps_w, pad_w, out_w = _subpixel_taps(kw, sw, x.shape[2], padding)
+  # Gather the phase kernels: [win_h, win_w, Cin, s_h, s_w, Cout], zero where a phase has no tap.
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))  # index -1 -> the zero row
+  th = np.where(taps_h < 0, kh, taps_h)[:, None, :, None]  # [win_h, 1, s_h, 1]
+  tw = np.where(taps_w < 0, kw, taps_w)[None, :, None, :]  # [1, win_w, 1, s_w]
+  phase_kernels = padded[th, tw]  # [win_h, win_w, s_h, s_w, Cin, Cout]
+  phase_kernels = phase_kernels.transpose(0, 1, 4, 2, 3, 5).reshape(
+    taps_h.shape[0], taps_w.shape[0], cin, sh * sw * cout
+  )
+  y = jax.lax.conv_general_dilated(
+    x, phase_kernels, (1, 1), (pad_h, pad_w), dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )  # [B, n_h, n_w, s_h * s_w * Cout]
+  b, n_h, n_w, _ = y.shape
+  y = y.reshape(b, n_h, n_w, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
+  y = y.reshape(b, n_h * sh, n_w * sw, cout)  # depth-to-space
+  return y[:, :out_h, :out_w]

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from jaxvision import checkpoint, metrics
@@ -33,6 +34,29 @@ class TrainState(train_state.TrainState):
 
 def num_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` used: its config.json, else its results.json's copy."""
+  for name, key in (("config.json", None), ("results.json", "config")):
+    path = os.path.join(workdir, name)
+    if os.path.isfile(path):
+      with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+      return ml_collections.ConfigDict(record[key] if key else record)
+  raise FileNotFoundError(f"no config.json or results.json in {workdir!r}: not a jaxvision workdir")
+
+
+def restore_latest(workdir: str) -> tuple[dict, int]:
+  """The latest checkpoint's train state in `workdir`, as nested dicts of arrays, and its step."""
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  manager = ocp.CheckpointManager(directory)
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  return restored.state, step
 
 
 def git_commit() -> str | None:
@@ -92,6 +116,9 @@ class Run:
     self.writer = metrics.create_writer(workdir, self.total_steps)
     self._start = time.perf_counter()
     self._elapsed_before = 0.0  # seconds spent by earlier runs in this workdir
+    if jax.process_index() == 0:  # the workdir describes itself (jaxvision.sample reads it)
+      with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2))
 
   def restore_or_create(self, create_fn, sharding):
     """Restores the latest checkpoint, else calls `create_fn()`; returns the placed state."""

@@ -130,15 +130,13 @@ def test_marked_sum_task_needs_both_marks():
   x, y = split.inputs[..., 0], split.labels
   assert x.shape == (20_000, 100) and 0.48 < y.mean() < 0.52
   marked = x < 0
-  assert (marked.sum(1) == 2).all()
-  assert marked[:, :10].sum(1).tolist() == [1] * 20_000  # first mark in the first tenth
-  assert marked[:, 90:].sum(1).tolist() == [1] * 20_000  # second mark in the last tenth
-  first = -np.where(marked[:, :10], x[:, :10], 0).sum(1)
-  second = -np.where(marked[:, 90:], x[:, 90:], 0).sum(1)
-  np.testing.assert_array_equal(y, (first > 0.5) == (second > 0.5))
-  # either value alone is uninformative: the label rate is ~1/2 on both sides of 0.5
-  for v in (first, second):
-    assert abs(y[v > 0.5].mean() - 0.5) < 0.03 and abs(y[v <= 0.5].mean() - 0.5) < 0.03
+  assert marked.sum(1).tolist() == [2] * 20_000
+  assert marked[:, :10].sum(1).tolist() == [2] * 20_000  # both marks in the first tenth
+  values = -np.where(marked, x, 0)
+  np.testing.assert_allclose(values.sum(1) > 1.0, y)
+  # one marked value alone predicts the label at best ~75% of the time
+  first = values[np.arange(20_000), marked.argmax(1)]
+  assert 0.72 < ((first > 0.5) == y).mean() < 0.78
 
 
 def test_sequence_layout_and_shuffled_label_control():

@@ -1,0 +1,48 @@
+"""A trained jaxvision classifier, loaded from its workdir, as the feature space of GAN metrics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision import config_lib, models
+from jaxvision.data import base, load_dataset
+from jaxvision.train.common import load_config, restore_latest
+
+
+class ClassifierFeatures:
+  """Maps images in [-1, 1] to (penultimate features [N, D], class probabilities [N, K]).
+
+  Images are first put through the normalisation the classifier was trained with (for
+  "standardize", statistics of its own train split, recomputed from the data).
+  """
+
+  def __init__(self, workdir: str, batch_size: int = 500):
+    config = load_config(workdir)
+    state, self.step = restore_latest(workdir)
+    # Keys a newer jaxvision added take their defaults, so older workdirs still load.
+    raw = config_lib.data_config(
+      **{**config.data.to_dict(), "normalize": "none", "shuffle_labels": False}
+    )
+    dataset = load_dataset(raw)
+    self._train_raw = dataset.train.inputs
+    self.num_classes = dataset.num_classes
+    self._mode = config.data.normalize
+    model = models.create_model(config.model, num_classes=dataset.num_classes)
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+      variables["batch_stats"] = state["batch_stats"]
+    self._apply = jax.jit(lambda x: model.apply(variables, x, train=False, return_features=True))
+    self._batch_size = batch_size
+    self.description = f"{config.model.name} classifier from {workdir} (step {self.step})"
+
+  def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pixels = (np.asarray(images, np.float32) + 1.0) * 127.5  # [-1, 1] -> 0..255
+    x = base.normalize(pixels, self._mode, stats_from=self._train_raw)
+    features, probs = [], []
+    for start in range(0, len(x), self._batch_size):
+      logits, feats = self._apply(jnp.asarray(x[start : start + self._batch_size]))
+      features.append(np.asarray(feats))
+      probs.append(np.asarray(jax.nn.softmax(logits)))
+    return np.concatenate(features), np.concatenate(probs)
