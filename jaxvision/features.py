@@ -20,7 +20,8 @@ class ClassifierFeatures:
 
   def __init__(self, workdir: str, batch_size: int = 500):
     config = load_config(workdir)
-    state, self.step = restore_latest(workdir)
+    state, meta = restore_latest(workdir)
+    self.step = meta["step"]
     # Keys a newer jaxvision added take their defaults, so older workdirs still load.
     raw = config_lib.data_config(
       **{**config.data.to_dict(), "normalize": "none", "shuffle_labels": False}

@@ -47,16 +47,18 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   raise FileNotFoundError(f"no config.json or results.json in {workdir!r}: not a jaxvision workdir")
 
 
-def restore_latest(workdir: str) -> tuple[dict, int]:
-  """The latest checkpoint's train state in `workdir`, as nested dicts of arrays, and its step."""
+def restore_latest(workdir: str) -> tuple[dict, dict]:
+  """The latest checkpoint in `workdir`: (train state as nested dicts of arrays, its meta)."""
   directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
   manager = ocp.CheckpointManager(directory)
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  restored = manager.restore(
+    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+  )
   manager.close()
-  return restored.state, step
+  return restored.state, restored.meta
 
 
 def git_commit() -> str | None:
@@ -104,8 +106,10 @@ def steps_this_call(step: int, steps_per_call: int, intervals, last_step: int) -
 class Run:
   """The bookkeeping of one training run in a workdir: checkpoints, writers, elapsed time."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, meta: dict | None = None):
+    """`meta`: facts saved with every checkpoint beside the step (e.g. a generator's shape)."""
     os.makedirs(workdir, exist_ok=True)
+    self._meta = dict(meta or {})
     self.workdir = workdir
     self.total_steps = config.num_train_steps
     self.checkpointer = checkpoint.Checkpointer(
@@ -137,7 +141,7 @@ class Run:
 
   def save(self, step: int, state, *, force: bool = False) -> None:
     # Batches are a pure function of (seed, step), so the data position is the step.
-    meta = {"step": step, "data_position": step, "elapsed_s": self.elapsed}
+    meta = {**self._meta, "step": step, "data_position": step, "elapsed_s": self.elapsed}
     self.checkpointer.save(step, state, meta, force=force)
 
   def close(self) -> None:

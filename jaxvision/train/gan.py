@@ -247,7 +247,7 @@ def train_and_evaluate(
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
 
   evaluator = Evaluator(config, dataset, workdir, config.z_dim, eval_key)  # fails fast
-  run = Run(config, workdir)
+  run = Run(config, workdir, meta={"image_shape": list(image_shape)})
   state = run.restore_or_create(
     lambda: create_gan_state(
       generator, discriminator, g_tx, d_tx, config.z_dim, image_shape, init_key
