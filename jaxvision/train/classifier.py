@@ -236,5 +236,6 @@ def train_and_evaluate(
       "wall_time_s": round(elapsed, 2),
       "final": final,
     },
+    commit=run.git_commit,
   )
   return final

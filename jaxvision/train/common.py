@@ -75,7 +75,9 @@ def git_commit() -> str | None:
   return commit + ("-dirty" if dirty else "")
 
 
-def write_results(workdir: str, config: ml_collections.ConfigDict, results: dict) -> str:
+def write_results(
+  workdir: str, config: ml_collections.ConfigDict, results: dict, commit: str | None = None
+) -> str:
   """Writes `<workdir>/results.json`: final metrics, the resolved config and provenance."""
   path = os.path.join(workdir, "results.json")
   record = {
@@ -110,6 +112,7 @@ class Run:
     """`meta`: facts saved with every checkpoint beside the step (e.g. a generator's shape)."""
     os.makedirs(workdir, exist_ok=True)
     self._meta = dict(meta or {})
+    self.git_commit = git_commit()  # the code this run started with, not what is there at its end
     self.workdir = workdir
     self.total_steps = config.num_train_steps
     self.checkpointer = checkpoint.Checkpointer(

@@ -310,5 +310,6 @@ def train_and_evaluate(
       "metrics_caveat": gan_metrics.CAVEAT,
       "classifier": evaluator.features.description if evaluator.features else None,
     },
+    commit=run.git_commit,
   )
   return final
