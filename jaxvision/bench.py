@@ -53,13 +53,13 @@ def device_description() -> str:
   return f"{device.platform.upper()}: {device.device_kind}"
 
 
-def time_windows(step, n_steps: int) -> float:
-  """Runs `n_steps` of `step()` (which blocks on its result) and returns steps/s."""
+def time_windows(runner, n_calls: int) -> float:
+  """Makes `n_calls` calls of `runner`, waits for the last, and returns train steps/s."""
   start = time.perf_counter()
-  for _ in range(n_steps):
-    step()
-  step.sync()
-  return n_steps / (time.perf_counter() - start)
+  for _ in range(n_calls):
+    runner()
+  runner.sync()
+  return n_calls * runner.steps_per_call / (time.perf_counter() - start)
 
 
 def speed(name: str, windows: int, window_seconds: float) -> dict:
@@ -67,15 +67,16 @@ def speed(name: str, windows: int, window_seconds: float) -> dict:
   case = bench_models.CASES[name]
   runners = {"jaxvision": case.jax(), "pytorch": case.torch()}
   first = {k: r.first_step_seconds for k, r in runners.items()}
-  for r in runners.values():  # warm-up, and a window length for each framework
-    r.steps_per_window = max(2, round(window_seconds * time_windows(r, 3)))
+  for r in runners.values():  # warm-up, and a window length (in calls) for each framework
+    r.calls_per_window = max(2, round(window_seconds * time_windows(r, 3) / r.steps_per_call))
   rates = {k: [] for k in runners}
   for _ in range(windows):
     for k, r in runners.items():
-      rates[k].append(time_windows(r, r.steps_per_window))
+      rates[k].append(time_windows(r, r.calls_per_window))
   return {
     "model": name,
     "batch": case.batch,
+    "steps_per_call": runners["jaxvision"].steps_per_call,
     "steps_s": {k: statistics.median(v) for k, v in rates.items()},
     "spread": {k: (min(v), max(v)) for k, v in rates.items()},
     "first_step_s": first,
@@ -166,8 +167,9 @@ def render(speeds: list[dict], memory: dict, mnist1d: list[dict], header: str) -
     (jlo, jhi), (tlo, thi) = s["spread"]["jaxvision"], s["spread"]["pytorch"]
     mem = memory.get(s["model"], {})
     fmt = lambda v: "?" if v is None else f"{v:.0f}"
+    scanned = f", {s['steps_per_call']} steps per call" if s["steps_per_call"] > 1 else ""
     lines.append(
-      f"| {bench_models.CASES[s['model']].title} | {s['batch']} |"
+      f"| {bench_models.CASES[s['model']].title}{scanned} | {s['batch']} |"
       f" {j:.1f} ({jlo:.1f}-{jhi:.1f}) | {t:.1f} ({tlo:.1f}-{thi:.1f}) | **{j / t:.2f}** |"
       f" {j * s['batch']:.0f} | {s['first_step_s']['jaxvision']:.2f} /"
       f" {s['first_step_s']['pytorch']:.2f} |"

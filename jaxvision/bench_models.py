@@ -38,10 +38,13 @@ def _experiment(name: str, arg: str | None = None):
 
 
 class JaxRunner:
-  """Calls a jitted, state-donating step; `sync` blocks on its latest output."""
+  """Calls a jitted, state-donating step; `sync` blocks on its latest output.
 
-  def __init__(self, step: Callable, state, args: tuple):
-    self._step, self._args = step, args
+  `steps_per_call` > 1 when one call runs that many train steps (the trainers' on-device loop).
+  """
+
+  def __init__(self, step: Callable, state, args: tuple, steps_per_call: int = 1):
+    self._step, self._args, self.steps_per_call = step, args, steps_per_call
     start = time.perf_counter()
     self._state, self._out = step(state, *args)
     jax.block_until_ready(self._out)
@@ -60,6 +63,8 @@ class JaxRunner:
 
 class TorchRunner:
   """Calls an eager PyTorch step (forward, backward, optimizer) on fixed tensors."""
+
+  steps_per_call = 1
 
   def __init__(self, step: Callable, device):
     self._step, self._device = step, device
@@ -104,17 +109,26 @@ def _jax_classifier(config, input_shape, num_classes, batch_size) -> JaxRunner:
   )
   key = jax.random.key(0)
   state = classifier.create_train_state(model, tx, jnp.zeros((1, *input_shape)), key)
-  step = jax.jit(
-    functools.partial(classifier.train_step, learning_rate_fn=schedule),
-    donate_argnums=0,
-    compiler_options=xla.compiler_options(config.xla),
-  )
+  kwargs = dict(learning_rate_fn=schedule)
+  options = xla.compiler_options(config.xla)
   rng = np.random.default_rng(0)
-  batch = {
-    "inputs": jnp.asarray(rng.normal(size=(batch_size, *input_shape)).astype(np.float32)),
-    "labels": jnp.asarray(rng.integers(0, num_classes, batch_size).astype(np.int32)),
+  k = config.steps_per_call
+  data = {  # k batches' worth of examples, on device as the trainer keeps them
+    "inputs": jnp.asarray(rng.normal(size=(k * batch_size, *input_shape)).astype(np.float32)),
+    "labels": jnp.asarray(rng.integers(0, num_classes, k * batch_size).astype(np.int32)),
   }
-  return JaxRunner(step, state, (batch, key))
+  if k > 1:
+    step = jax.jit(
+      functools.partial(classifier.train_steps, **kwargs),
+      donate_argnums=0,
+      compiler_options=options,
+    )
+    indices = jnp.asarray(rng.permutation(k * batch_size).reshape(k, batch_size))
+    return JaxRunner(step, state, (data, indices, key), steps_per_call=k)
+  step = jax.jit(
+    functools.partial(classifier.train_step, **kwargs), donate_argnums=0, compiler_options=options
+  )
+  return JaxRunner(step, state, (data, key))
 
 
 def _torch_classifier(model, input_shape, num_classes, batch_size) -> TorchRunner:
@@ -177,6 +191,86 @@ def torch_stacked_lstm(cfg, in_features: int, num_classes: int):
   return StackedLSTM()
 
 
+# ---------------------------------------------------------------- DCGAN
+
+
+def _jax_dcgan(config, batch_size) -> JaxRunner:
+  from jaxvision import optim, xla
+  from jaxvision.train import gan
+
+  shape = (28, 28, 1)
+  generator, discriminator = gan.create_models(config, shape)
+  g_tx, _ = optim.create_optimizer(config.g_optimizer, config.schedule, 10)
+  d_tx, _ = optim.create_optimizer(config.d_optimizer, config.schedule, 10)
+  key = jax.random.key(0)
+  state = gan.create_gan_state(generator, discriminator, g_tx, d_tx, config.z_dim, shape, key)
+  step = jax.jit(
+    functools.partial(
+      gan.train_step, z_dim=config.z_dim, loss=config.loss, ema_decay=config.ema_decay
+    ),
+    donate_argnums=0,
+    compiler_options=xla.compiler_options(config.xla),
+  )
+  real = np.random.default_rng(0).uniform(-1, 1, (batch_size, *shape)).astype(np.float32)
+  return JaxRunner(step, state, ({"inputs": jnp.asarray(real)}, key))
+
+
+def torch_dcgan(config):
+  """PyTorch twin of the 28x28 DCGAN: k=4, stride 2, padding 1 (transposed) convs resize
+  7 -> 14 -> 28 exactly as jaxvision's SAME ones; BN and activations in the same places."""
+  from torch import nn
+
+  g0, g1 = config.generator.features
+  d0, d1 = config.discriminator.features
+  if config.generator.kernel_size != 4 or config.discriminator.kernel_size != 4:
+    raise NotImplementedError("the PyTorch twin assumes 4x4 kernels")
+  generator = nn.Sequential(
+    nn.Linear(config.z_dim, 7 * 7 * g0, bias=False),
+    nn.Unflatten(1, (g0, 7, 7)),
+    nn.BatchNorm2d(g0),
+    nn.ReLU(),
+    nn.ConvTranspose2d(g0, g1, 4, 2, 1, bias=False),
+    nn.BatchNorm2d(g1),
+    nn.ReLU(),
+    nn.ConvTranspose2d(g1, 1, 4, 2, 1),
+    nn.Tanh(),
+  )
+  discriminator = nn.Sequential(
+    nn.Conv2d(1, d0, 4, 2, 1),
+    nn.LeakyReLU(0.2),
+    nn.Conv2d(d0, d1, 4, 2, 1, bias=False),
+    nn.BatchNorm2d(d1),
+    nn.LeakyReLU(0.2),
+    nn.Flatten(),
+    nn.Linear(7 * 7 * d1, 1),
+  )
+  return generator, discriminator
+
+
+def _torch_dcgan(config, batch_size) -> TorchRunner:
+  """One D then one G step of the twin, non-saturating loss, Adam(2e-4, 0.5) as jaxvision's."""
+  import torch
+
+  device = _torch_device()
+  generator, discriminator = (m.to(device) for m in torch_dcgan(config))
+  adam = lambda m: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999))
+  g_opt, d_opt = adam(generator), adam(discriminator)
+  real = torch.rand(batch_size, 1, 28, 28, device=device) * 2 - 1
+  softplus = torch.nn.functional.softplus
+
+  def step():
+    fake = generator(torch.randn(batch_size, config.z_dim, device=device))
+    d_opt.zero_grad(set_to_none=True)
+    d_loss = softplus(-discriminator(real)).mean() + softplus(discriminator(fake.detach())).mean()
+    d_loss.backward()
+    d_opt.step()
+    g_opt.zero_grad(set_to_none=True)
+    softplus(-discriminator(fake)).mean().backward()
+    g_opt.step()
+
+  return TorchRunner(step, device)
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
   title: str
@@ -191,6 +285,10 @@ def _cnn_a():
 
 def _seed_lstm():
   return _experiment("seed_lstm")
+
+
+def _dcgan():
+  return _experiment("mnist_dcgan", "idx")
 
 
 def _cnn_1d():
@@ -211,6 +309,12 @@ CASES = {
     B,
     lambda: _jax_classifier(_seed_lstm(), (100, 1), 2, B),
     lambda: _torch_classifier(torch_stacked_lstm(_seed_lstm().model, 1, 2), (100, 1), 2, B),
+  ),
+  "dcgan": Case(
+    "DCGAN step (D then G, with BN), 28x28x1",
+    B,
+    lambda: _jax_dcgan(_dcgan(), B),
+    lambda: _torch_dcgan(_dcgan(), B),
   ),
   "cnn_1d": Case(
     "MNIST-1D CNN (fast recipe), 40x1",

@@ -17,7 +17,7 @@ import optax
 from jaxvision import data as data_lib
 from jaxvision import metrics, models, optim, parallel, xla
 from jaxvision.data import augment
-from jaxvision.train.common import Run, TrainState, num_params, steps_this_call, write_results
+from jaxvision.train.common import Run, TrainState, num_params, steps_this_call
 
 
 def create_train_state(model, tx, example_inputs, key) -> TrainState:
@@ -217,25 +217,14 @@ def train_and_evaluate(
     run.save(step, state, force=step == last_step)
 
   if int(state.step) < config.num_train_steps:
-    run.close()
-    print(f"Halted at step {int(state.step)}; rerun the same command to continue.", flush=True)
-    return {}
+    return run.halt(int(state.step))
   final = evaluate(p_eval_step, state, dataset.eval, config.data.eval_batch_size, mesh)
-  run.writer.write(config.num_train_steps, final)
-  elapsed = run.elapsed
-  run.close()
-  write_results(
-    workdir,
+  return run.finish(
     config,
+    final,
     {
       **(invocation or {}),
       "dataset": dataset.description,
       "num_params": num_params(state.params),
-      "num_train_steps": config.num_train_steps,
-      "seed": config.seed,
-      "wall_time_s": round(elapsed, 2),
-      "final": final,
     },
-    commit=run.git_commit,
   )
-  return final

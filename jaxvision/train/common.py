@@ -150,3 +150,30 @@ class Run:
   def close(self) -> None:
     self.checkpointer.close()
     self.writer.close()
+
+  def halt(self, step: int) -> dict:
+    """Ends a run stopped before its last step (its checkpoint is saved); returns {}."""
+    self.close()
+    print(f"Halted at step {step}; rerun the same command to continue.", flush=True)
+    return {}
+
+  def finish(self, config: ml_collections.ConfigDict, final: dict, results: dict) -> dict:
+    """Logs the final eval metrics, closes, and writes results.json; returns `final`.
+
+    Args:
+      config: the run's config.
+      final: the final eval metrics.
+      results: what else results.json should hold (invocation, data set, parameter counts).
+    """
+    self.writer.write(config.num_train_steps, final)
+    elapsed = self.elapsed
+    self.close()
+    record = {
+      **results,
+      "num_train_steps": config.num_train_steps,
+      "seed": config.seed,
+      "wall_time_s": round(elapsed, 2),
+      "final": final,
+    }
+    write_results(self.workdir, config, record, commit=self.git_commit)
+    return final

@@ -23,7 +23,7 @@ import optax
 from jaxvision import data as data_lib
 from jaxvision import gan_metrics, images, metrics, optim, parallel, xla
 from jaxvision.models import dcgan
-from jaxvision.train.common import Run, num_params, write_results
+from jaxvision.train.common import Run, num_params
 
 LOSSES = ("non_saturating", "hinge")
 
@@ -289,27 +289,16 @@ def train_and_evaluate(
     run.save(step, state, force=step == last_step)
 
   if int(state.step) < config.num_train_steps:
-    run.close()
-    print(f"Halted at step {int(state.step)}; rerun the same command to continue.", flush=True)
-    return {}
+    return run.halt(int(state.step))
   final = evaluator(p_generate, state, config.num_train_steps)
-  run.writer.write(config.num_train_steps, final)
-  elapsed = run.elapsed
-  run.close()
-  write_results(
-    workdir,
+  return run.finish(
     config,
+    final,
     {
       **(invocation or {}),
       "dataset": dataset.description,
       "num_params": num_params(state.g_params) + num_params(state.d_params),
-      "num_train_steps": config.num_train_steps,
-      "seed": config.seed,
-      "wall_time_s": round(elapsed, 2),
-      "final": final,
       "metrics_caveat": gan_metrics.CAVEAT,
       "classifier": evaluator.features.description if evaluator.features else None,
     },
-    commit=run.git_commit,
   )
-  return final
