@@ -214,7 +214,8 @@ def train_and_evaluate(
       run.writer.write(
         step, evaluate(p_eval_step, state, dataset.eval, config.data.eval_batch_size, mesh)
       )
-    run.save(step, state, force=step == last_step)
+    if run.save_and_maybe_stop(step, state, last_step):
+      break
 
   if int(state.step) < config.num_train_steps:
     return run.halt(int(state.step))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from typing import Any
@@ -113,6 +114,12 @@ class Run:
     os.makedirs(workdir, exist_ok=True)
     self._meta = dict(meta or {})
     self.git_commit = git_commit()  # the code this run started with, not what is there at its end
+    self.preempted = False
+    self._previous_handler = None
+    try:  # SIGTERM (what schedulers send before a kill): checkpoint at the next step and stop
+      self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+    except ValueError:  # not the main thread: leave signals to the caller
+      pass
     self.workdir = workdir
     self.total_steps = config.num_train_steps
     self.checkpointer = checkpoint.Checkpointer(
@@ -147,9 +154,24 @@ class Run:
     meta = {**self._meta, "step": step, "data_position": step, "elapsed_s": self.elapsed}
     self.checkpointer.save(step, state, meta, force=force)
 
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    self.preempted = True
+
   def close(self) -> None:
+    if self._previous_handler is not None:
+      signal.signal(signal.SIGTERM, self._previous_handler)
+      self._previous_handler = None
     self.checkpointer.close()
     self.writer.close()
+
+  def save_and_maybe_stop(self, step: int, state, last_step: int) -> bool:
+    """Saves on the interval, at `last_step`, or at once when preempted; True means stop now."""
+    self.save(step, state, force=step == last_step or self.preempted)
+    if self.preempted and step < last_step:
+      print(f"SIGTERM: saved a checkpoint at step {step}.", flush=True)
+      return True
+    return False
 
   def halt(self, step: int) -> dict:
     """Ends a run stopped before its last step (its checkpoint is saved); returns {}."""

@@ -286,7 +286,8 @@ def train_and_evaluate(
       window, window_start = [], step + 1
     if step % config.eval_every_steps == 0 and step != config.num_train_steps:
       run.writer.write(step, evaluator(p_generate, state, step))
-    run.save(step, state, force=step == last_step)
+    if run.save_and_maybe_stop(step, state, last_step):
+      break
 
   if int(state.step) < config.num_train_steps:
     return run.halt(int(state.step))

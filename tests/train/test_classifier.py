@@ -233,3 +233,32 @@ def test_non_finite_loss_fails_fast_naming_the_step():
   with pytest.raises(FloatingPointError, match="at step 12"):
     metrics.summarize(window, first_step=10)
   assert metrics.summarize(window[:2], first_step=1) == {"train_loss": 0.75}
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path):
+  """A run that gets SIGTERM mid-training stops with a checkpoint; rerunning finishes it with
+  exactly the parameters of an uninterrupted run."""
+  import signal
+  import threading
+
+  config = small_digits_config(steps=300)
+  config.log_every_steps = 50
+  config.eval_every_steps = 300
+  config.checkpoint.every_steps = 1000  # only the SIGTERM and the final step save
+  classifier.train_and_evaluate(config, str(tmp_path / "straight"))
+  timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
+  timer.start()
+  try:
+    halted = classifier.train_and_evaluate(config, str(tmp_path / "preempted"))
+  finally:
+    timer.cancel()
+  assert halted == {}, "the run finished before SIGTERM arrived; lengthen it"
+  saved = int(sorted(os.listdir(tmp_path / "preempted" / "checkpoints"))[0])
+  assert 0 < saved < 300
+  classifier.train_and_evaluate(config, str(tmp_path / "preempted"))
+  for a, b in zip(
+    jax.tree.leaves(final_params(tmp_path / "straight")),
+    jax.tree.leaves(final_params(tmp_path / "preempted")),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(a, b)
