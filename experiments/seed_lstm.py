@@ -29,9 +29,9 @@ def get_config(variant: str = "task"):
     shuffle_labels=variant == "control",
   )
   config.model = models.model_config("seed_lstm")
-  config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3, grad_clip_norm=1.0)
+  config.optimizer = optim.optimizer_config(name="adam", learning_rate=3e-3, grad_clip_norm=1.0)
   config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=200)
-  config.num_train_steps = 3000
+  config.num_train_steps = 4000
   config.log_every_steps = 100
   config.eval_every_steps = 1000
   config.checkpoint.every_steps = 1000

@@ -77,7 +77,7 @@ def git_commit() -> str | None:
 
 
 def write_results(
-  workdir: str, config: ml_collections.ConfigDict, results: dict, commit: str | None = None
+  workdir: str, config: ml_collections.ConfigDict, results: dict, commit: str | None
 ) -> str:
   """Writes `<workdir>/results.json`: final metrics, the resolved config and provenance."""
   path = os.path.join(workdir, "results.json")
@@ -87,7 +87,7 @@ def write_results(
     "jax_version": jax.__version__,
     "backend": jax.default_backend(),
     "devices": jax.device_count(),
-    "git_commit": git_commit(),
+    "git_commit": commit,  # taken when the run started: the code that ran
     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
   if jax.process_index() == 0:

@@ -118,3 +118,32 @@ def test_bad_options_are_clear_errors():
     _init_apply(rnn.RNNClassifier(num_classes=2, pooling="max"), jnp.ones((1, 4, 1)))
   with pytest.raises(ValueError, match=r"\[batch, time, features\]"):
     _init_apply(rnn.RNNClassifier(num_classes=2), jnp.ones((1, 4)))
+
+
+def test_lstm_cell_computes_flax_lstm_with_forget_bias_added():
+  """Our fused cell with forget_bias=0 and flax's OptimizedLSTMCell, same weights: same outputs;
+  forget_bias=b only starts the forget gate's bias at b."""
+  import flax.linen as nn
+
+  x = jax.random.normal(jax.random.key(0), (3, 7, 2))
+  reference = nn.RNN(nn.OptimizedLSTMCell(5))
+  ref_params = reference.init(jax.random.key(1), x)["params"]["cell"]
+  gates = ("i", "f", "g", "o")  # the order of our fused columns
+  params = {
+    "cell": {
+      "input": {"kernel": jnp.concatenate([ref_params[f"i{g}"]["kernel"] for g in gates], -1)},
+      "hidden": {
+        "kernel": jnp.concatenate([ref_params[f"h{g}"]["kernel"] for g in gates], -1),
+        "bias": jnp.concatenate([ref_params[f"h{g}"]["bias"] for g in gates], -1),
+      },
+    }
+  }
+  ours = nn.RNN(rnn.LSTMCell(5, forget_bias=0.0))
+  np.testing.assert_allclose(
+    ours.apply({"params": params}, x),
+    reference.apply({"params": {"cell": ref_params}}, x),
+    rtol=1e-5,
+    atol=1e-6,
+  )
+  init_bias = nn.RNN(rnn.LSTMCell(5, forget_bias=1.0)).init(jax.random.key(1), x)["params"]
+  np.testing.assert_array_equal(init_bias["cell"]["hidden"]["bias"], [0] * 5 + [1] * 5 + [0] * 10)

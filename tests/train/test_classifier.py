@@ -262,3 +262,13 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path):
     strict=True,
   ):
     np.testing.assert_array_equal(a, b)
+
+
+def test_results_record_the_commit_the_run_started_from(tmp_path, monkeypatch):
+  from jaxvision.train import common
+
+  commits = iter(["commit-at-start"] + ["commit-at-end"] * 10)
+  monkeypatch.setattr(common, "git_commit", lambda: next(commits))
+  classifier.train_and_evaluate(small_digits_config(steps=10), str(tmp_path))
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["git_commit"] == "commit-at-start"
