@@ -42,7 +42,8 @@ def load_results(workdir: str) -> dict:
 
 
 def _provenance(r: dict) -> str:
-  commit = (r.get("git_commit") or "?")[:10]
+  full = r.get("git_commit") or "?"
+  commit = full[:10] + ("-dirty" if full.endswith("-dirty") else "")  # never hide a dirty tree
   return (
     f"{r['wall_time_s']:.1f} s | {r['seed']} | {r['backend']} x{r['devices']}"
     f" (jax {r['jax_version']}) | {commit} |"
