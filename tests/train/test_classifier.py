@@ -46,6 +46,13 @@ def final_params(workdir):
   return restored.state["params"]
 
 
+def assert_same_params(workdir_a, workdir_b):
+  """The latest checkpoints of two runs hold bit-identical parameters."""
+  a, b = final_params(workdir_a), final_params(workdir_b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
 def run_cli(*args, cwd=REPO):
   return subprocess.run(
     [sys.executable, "-m", "jaxvision.main", *args],
@@ -144,12 +151,7 @@ def test_resume_is_identical_to_uninterrupted_run(tmp_path):
   assert halted == {}
   assert not (tmp_path / "resumed" / "results.json").exists()
   classifier.train_and_evaluate(config, str(tmp_path / "resumed"))
-  for a, b in zip(
-    jax.tree.leaves(final_params(tmp_path / "straight")),
-    jax.tree.leaves(final_params(tmp_path / "resumed")),
-    strict=True,
-  ):
-    np.testing.assert_array_equal(a, b)
+  assert_same_params(tmp_path / "straight", tmp_path / "resumed")
   assert read_jsonl(tmp_path / "straight" / "metrics.jsonl") == read_jsonl(
     tmp_path / "resumed" / "metrics.jsonl"
   )
@@ -256,12 +258,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path):
   saved = int(sorted(os.listdir(tmp_path / "preempted" / "checkpoints"))[0])
   assert 0 < saved < 300
   classifier.train_and_evaluate(config, str(tmp_path / "preempted"))
-  for a, b in zip(
-    jax.tree.leaves(final_params(tmp_path / "straight")),
-    jax.tree.leaves(final_params(tmp_path / "preempted")),
-    strict=True,
-  ):
-    np.testing.assert_array_equal(a, b)
+  assert_same_params(tmp_path / "straight", tmp_path / "preempted")
 
 
 def test_results_record_the_commit_the_run_started_from(tmp_path, monkeypatch):

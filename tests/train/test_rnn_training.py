@@ -2,12 +2,9 @@
 
 import json
 
-import jax
-import numpy as np
-
 from experiments import mnist1d_rnn, seed_lstm, seqmnist_lstm
 from jaxvision.train import classifier
-from tests.train.test_classifier import final_params, read_jsonl
+from tests.train.test_classifier import assert_same_params, read_jsonl
 
 
 def _short(config, steps):
@@ -49,12 +46,7 @@ def test_seed_lstm_resume_is_identical(tmp_path):
   classifier.train_and_evaluate(config, str(tmp_path / "straight"))
   classifier.train_and_evaluate(config, str(tmp_path / "resumed"), halt_after_steps=10)
   classifier.train_and_evaluate(config, str(tmp_path / "resumed"))
-  for a, b in zip(
-    jax.tree.leaves(final_params(tmp_path / "straight")),
-    jax.tree.leaves(final_params(tmp_path / "resumed")),
-    strict=True,
-  ):
-    np.testing.assert_array_equal(a, b)
+  assert_same_params(tmp_path / "straight", tmp_path / "resumed")
   straight = json.loads((tmp_path / "straight" / "results.json").read_text())["final"]
   resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())["final"]
   assert straight == resumed
