@@ -55,13 +55,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    restored = self._manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-      ),
-    )
-    return restored.state, restored.meta
+    return _restore(self._manager, step, abstract_state)
 
   def save(self, step: int, state, meta: dict, *, force: bool = False) -> bool:
     """Saves when `step` is a multiple of `every_steps` (or `force`); returns whether it saved."""
@@ -79,6 +73,33 @@ class Checkpointer:
     """Waits for pending asynchronous saves and releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+  """(state, meta) of checkpoint `step`; state as nested dicts of arrays when no target."""
+  restored = manager.restore(
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+    ),
+  )
+  return restored.state, restored.meta
+
+
+def restore_latest(directory: str):
+  """Reads the latest checkpoint in `directory` without a target (for sampling, features).
+
+  Returns:
+    (state as nested dicts of arrays, meta).
+  """
+  manager = ocp.CheckpointManager(os.path.abspath(directory))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {os.path.abspath(directory)}")
+    return _restore(manager, step, None)
+  finally:
+    manager.close()
 
 
 def abstract_like(tree, sharding):

@@ -27,9 +27,8 @@ class ClassifierFeatures:
       **{**config.data.to_dict(), "normalize": "none", "shuffle_labels": False}
     )
     dataset = load_dataset(raw)
-    self._train_raw = dataset.train.inputs
     self.num_classes = dataset.num_classes
-    self._mode = config.data.normalize
+    self._normalize = base.Normalizer(config.data.normalize, dataset.train.inputs)
     model = models.create_model(config.model, num_classes=dataset.num_classes)
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
@@ -40,7 +39,7 @@ class ClassifierFeatures:
 
   def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pixels = (np.asarray(images, np.float32) + 1.0) * 127.5  # [-1, 1] -> 0..255
-    x = base.normalize(pixels, self._mode, stats_from=self._train_raw)
+    x = self._normalize(pixels)
     features, probs = [], []
     for start in range(0, len(x), self._batch_size):
       logits, feats = self._apply(jnp.asarray(x[start : start + self._batch_size]))

@@ -43,33 +43,54 @@ class Dataset:
 NORMALIZATIONS = ("standardize", "unit", "symmetric", "none")
 
 
-def normalize(x: np.ndarray, mode: str, stats_from: np.ndarray | None = None) -> np.ndarray:
-  """Maps raw pixel values (uint8, 0..255) to float32.
+class Normalizer:
+  """Maps raw pixel values (0..255) to float32, with statistics fixed once from train images.
 
-  Args:
-    x: raw images [N, ..., C].
-    mode: "standardize" (zero mean, unit variance per channel, statistics from `stats_from`,
-      the raw train images, so that eval never leaks into them), "unit" ([0, 1]),
-      "symmetric" ([-1, 1], what a tanh generator produces), or "none" (cast only).
-    stats_from: raw train images, needed for "standardize".
-
-  Returns:
-    float32 array of x's shape.
+  Modes: "standardize" (zero mean, unit variance per channel, statistics from the raw train
+  images, so that eval never leaks into them), "unit" ([0, 1]), "symmetric" ([-1, 1], a tanh
+  generator's range), "none" (cast only).
   """
-  if mode not in NORMALIZATIONS:
-    raise ValueError(f"unknown data.normalize {mode!r}; expected one of {NORMALIZATIONS}")
-  x = x.astype(np.float32)
-  if mode == "none":
+
+  def __init__(self, mode: str, train_raw: np.ndarray):
+    if mode not in NORMALIZATIONS:
+      raise ValueError(f"unknown data.normalize {mode!r}; expected one of {NORMALIZATIONS}")
+    self.mode = mode
+    if mode == "standardize":
+      ref = train_raw.astype(np.float32)
+      axes = tuple(range(ref.ndim - 1))
+      self._mean, self._std = ref.mean(axis=axes), ref.std(axis=axes) + 1e-6
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    if self.mode == "unit":
+      return x / 255.0
+    if self.mode == "symmetric":
+      return x / 127.5 - 1.0
+    if self.mode == "standardize":
+      return (x - self._mean) / self._std
     return x
-  if mode == "unit":
-    return x / 255.0
-  if mode == "symmetric":
-    return x / 127.5 - 1.0
-  ref = (x if stats_from is None else stats_from).astype(np.float32)
-  axes = tuple(range(ref.ndim - 1))
-  mean = ref.mean(axis=axes)
-  std = ref.std(axis=axes) + 1e-6
-  return (x - mean) / std
+
+
+def normalized_dataset(
+  name,
+  train_raw,
+  train_labels,
+  eval_raw,
+  eval_labels,
+  *,
+  mode: str,
+  num_classes: int,
+  description: str,
+) -> Dataset:
+  """A `Dataset` from raw images, both splits normalised with the train split's statistics."""
+  norm = Normalizer(mode, train_raw)
+  return Dataset(
+    name=name,
+    train=Split(norm(train_raw), train_labels),
+    eval=Split(norm(eval_raw), eval_labels),
+    num_classes=num_classes,
+    description=description,
+  )
 
 
 _SPLIT_RE = re.compile(r"^(?P<name>[A-Za-z0-9_]+)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")

@@ -19,11 +19,13 @@ def load(config) -> base.Dataset:
   order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
   n_train = int(0.8 * len(labels))
   tr, ev = order[:n_train], order[n_train:]
-  norm = lambda x: base.normalize(x, config.normalize, stats_from=images[tr])
-  return base.Dataset(
-    name="digits",
-    train=base.Split(norm(images[tr]), labels[tr]),
-    eval=base.Split(norm(images[ev]), labels[ev]),
+  return base.normalized_dataset(
+    "digits",
+    images[tr],
+    labels[tr],
+    images[ev],
+    labels[ev],
+    mode=config.normalize,
     num_classes=10,
     description="digits (sklearn) fixed 80/20 split, 1437 / 360",
   )

@@ -76,11 +76,13 @@ def load(config) -> base.Dataset:
 
   train_x, train_y = take(config.train_split)
   eval_x, eval_y = take(config.eval_split)
-  norm = lambda x: base.normalize(x, config.normalize, stats_from=train_x)
-  return base.Dataset(
-    name=config.name,
-    train=base.Split(norm(train_x), train_y),
-    eval=base.Split(norm(eval_x), eval_y),
+  return base.normalized_dataset(
+    config.name,
+    train_x,
+    train_y,
+    eval_x,
+    eval_y,
+    mode=config.normalize,
     num_classes=int(max(train_y.max(), eval_y.max())) + 1,
     description=f"{config.name} (idx) {config.train_split} / {config.eval_split}",
   )

@@ -36,11 +36,13 @@ def load(config) -> base.Dataset:
   num_classes = (
     tfds.builder(config.name, data_dir=config.data_dir or None).info.features["label"].num_classes
   )
-  norm = lambda x: base.normalize(x, config.normalize, stats_from=train_x)
-  return base.Dataset(
-    name=config.name,
-    train=base.Split(norm(train_x), train_y),
-    eval=base.Split(norm(eval_x), eval_y),
+  return base.normalized_dataset(
+    config.name,
+    train_x,
+    train_y,
+    eval_x,
+    eval_y,
+    mode=config.normalize,
     num_classes=num_classes,
     description=f"{config.name} (tfds) {config.train_split} / {config.eval_split}",
   )

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax.training import train_state
 
 from jaxvision import checkpoint, metrics
@@ -50,16 +49,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def restore_latest(workdir: str) -> tuple[dict, dict]:
   """The latest checkpoint in `workdir`: (train state as nested dicts of arrays, its meta)."""
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  manager = ocp.CheckpointManager(directory)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
-  restored = manager.restore(
-    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-  )
-  manager.close()
-  return restored.state, restored.meta
+  return checkpoint.restore_latest(os.path.join(workdir, "checkpoints"))
 
 
 def git_commit() -> str | None:

@@ -191,9 +191,9 @@ class Evaluator:
 
       self.features = ClassifierFeatures(config.eval.classifier_workdir)
       n = min(config.eval.num_samples, len(dataset.eval), len(dataset.train))
-      self._real_features, _ = self.features(dataset.eval.inputs[:n])
+      eval_features, real_probs = self.features(dataset.eval.inputs)
+      self._real_features = eval_features[:n]
       train_features, _ = self.features(dataset.train.inputs[:n])
-      _, real_probs = self.features(dataset.eval.inputs)
       self.floor = {
         "real_fid": gan_metrics.fid(train_features, self._real_features),
         "real_kid": gan_metrics.kid(train_features, self._real_features),
