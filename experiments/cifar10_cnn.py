@@ -5,15 +5,13 @@
 Needs TFDS cifar10 prepared in data_dir (see the README); meant for a GPU.
 """
 
-from jaxvision import config_lib, models, optim
+from jaxvision import config_lib, data, models, optim
 
 
 def get_config():
   config = config_lib.base_config()
   config.seed = 0
-  config.data = config_lib.data_config(
-    source="tfds", name="cifar10", batch_size=128, eval_batch_size=1000
-  )
+  config.data = data.data_config("tfds", name="cifar10", batch_size=128, eval_batch_size=1000)
   epochs = 60
   config.num_train_steps = epochs * (50_000 // config.data.batch_size)
   config.log_every_steps = 100

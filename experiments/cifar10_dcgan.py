@@ -7,17 +7,15 @@
 paper's CIFAR setup. Meant for a GPU; needs TFDS cifar10 prepared in data_dir.
 """
 
-from jaxvision import config_lib
+from jaxvision import config_lib, data, models
 
 
 def get_config():
   config = config_lib.gan_base_config()
-  config.data = config_lib.data_config(
-    source="tfds", name="cifar10", normalize="symmetric", batch_size=128
-  )
-  config.eval.classifier_workdir = "runs/cifar10_cnn"
-  config.generator.features = (512, 256, 128)
-  config.discriminator.features = (128, 256, 512)
+  config.data = data.data_config("tfds", name="cifar10", normalize="symmetric", batch_size=128)
+  config.evaluators.eval.classifier_workdir = "runs/cifar10_cnn"
+  config.generator = models.model_config("dcgan_generator_cifar")
+  config.discriminator = models.model_config("dcgan_discriminator_cifar")
   config.num_train_steps = 50_000
   config.eval_every_steps = 5000
   config.checkpoint.every_steps = 5000

@@ -11,7 +11,7 @@ original IDX files from $JAXVISION_FASHION_MNIST_DIR instead (train / t10k split
 
 import os
 
-from jaxvision import config_lib
+from jaxvision import config_lib, data
 
 
 def get_config(source: str = "tfds"):
@@ -20,16 +20,16 @@ def get_config(source: str = "tfds"):
   config = config_lib.gan_base_config()
   common = dict(name="fashion_mnist", normalize="symmetric", batch_size=64)
   if source == "idx":
-    config.data = config_lib.data_config(
-      source="idx",
+    config.data = data.data_config(
+      "idx",
       data_dir=os.environ.get("JAXVISION_FASHION_MNIST_DIR", ""),
       train_split="train",
       eval_split="t10k",
       **common,
     )
   else:
-    config.data = config_lib.data_config(source="tfds", **common)
-  config.eval.classifier_workdir = "runs/fashion_mnist_cnn"
+    config.data = data.data_config("tfds", **common)
+  config.evaluators.eval.classifier_workdir = "runs/fashion_mnist_cnn"
   config.generator.features = (128, 64)
   config.discriminator.features = (64, 128)
   config.num_train_steps = 20_000

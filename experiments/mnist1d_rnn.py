@@ -7,7 +7,7 @@ One unidirectional layer of 128 units, classified from its last state; Adam with
 cosine decay and random shifts of up to 2 steps.
 """
 
-from jaxvision import config_lib, models, optim
+from jaxvision import config_lib, data, models, optim
 
 
 def get_config(cell: str = "gru"):
@@ -18,7 +18,7 @@ def get_config(cell: str = "gru"):
   config.xla.cpu_ynn_fusions = True  # faster for recurrent steps on XLA:CPU
   config.steps_per_call = 25  # scanning steps is ~40% faster for RNNs on XLA:CPU
   config.augment.max_shift = 2
-  config.data = config_lib.data_config(source="mnist1d", name="mnist1d", batch_size=128)
+  config.data = data.data_config("mnist1d", batch_size=128)
   config.model = models.model_config(cell, hidden_size=128)
   config.optimizer = optim.optimizer_config(name="adam", learning_rate=3e-3, grad_clip_norm=1.0)
   config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=300)

@@ -12,7 +12,7 @@ Both run 10 epochs at batch 128: Adam, peak learning rate 2e-3 after a one-epoch
 decay, and random shifts of up to 2 pixels. `--config.model.name=cnn_b` selects seed CNN B.
 """
 
-from jaxvision import config_lib, models, optim
+from jaxvision import config_lib, data, models, optim
 
 NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
 
@@ -25,7 +25,7 @@ def get_config(source: str = "tfds"):
   if source == "idx":
     config.data = config_lib.offline_mnist_data(batch_size=128)
   else:
-    config.data = config_lib.data_config(source="tfds", name="mnist", batch_size=128)
+    config.data = data.data_config("tfds", name="mnist", batch_size=128)
   epochs = 10
   config.num_train_steps = epochs * (NUM_TRAIN[source] // config.data.batch_size)
   config.log_every_steps = 50

@@ -10,7 +10,7 @@ whose features the metrics use):
 `python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --num=64 --out=grid.png`.
 """
 
-from jaxvision import config_lib
+from jaxvision import config_lib, data
 
 CLASSIFIER = {"tfds": "runs/mnist_cnn", "idx": "runs/mnist_cnn_idx"}
 
@@ -22,8 +22,8 @@ def get_config(source: str = "tfds"):
   if source == "idx":
     config.data = config_lib.offline_mnist_data(normalize="symmetric", batch_size=64)
   else:
-    config.data = config_lib.data_config(name="mnist", normalize="symmetric", batch_size=64)
-  config.eval.classifier_workdir = CLASSIFIER[source]
+    config.data = data.data_config("tfds", name="mnist", normalize="symmetric", batch_size=64)
+  config.evaluators.eval.classifier_workdir = CLASSIFIER[source]
   config.generator.features = (128, 64)  # 7x7x128 -> 14x14x64 -> 28x28x1
   config.discriminator.features = (64, 128)
   config.num_train_steps = 10_000

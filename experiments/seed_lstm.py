@@ -8,7 +8,7 @@ The task (jaxvision/data/marked_sum.py) needs information from both ends of each
 `:control` trains on shuffled labels and must stay at chance (50%).
 """
 
-from jaxvision import config_lib, models, optim
+from jaxvision import config_lib, data, models, optim
 
 
 def get_config(variant: str = "task"):
@@ -18,13 +18,11 @@ def get_config(variant: str = "task"):
   config.seed = 0
   config.xla.cpu_ynn_fusions = True  # faster for recurrent steps on XLA:CPU
   config.steps_per_call = 25  # scanning steps is ~40% faster for RNNs on XLA:CPU
-  config.data = config_lib.data_config(
-    source="marked_sum",
-    name="marked_sum",
+  config.data = data.data_config(
+    "marked_sum",
     num_train=10_000,
     num_eval=2_000,
     seq_length=100,
-    normalize="none",
     batch_size=128,
     shuffle_labels=variant == "control",
   )

@@ -8,7 +8,7 @@ default ../shared/data/mnist), training on t10k[:8000] and evaluating on t10k[80
 uses the prepared TFDS mnist set (60,000 / 10,000).
 """
 
-from jaxvision import config_lib, models, optim
+from jaxvision import config_lib, data, models, optim
 
 NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
 
@@ -23,7 +23,7 @@ def get_config(source: str = "idx"):
   if source == "idx":
     config.data = config_lib.offline_mnist_data(batch_size=128, layout="sequence")
   else:
-    config.data = config_lib.data_config(source="tfds", name="mnist", layout="sequence")
+    config.data = data.data_config("tfds", name="mnist", layout="sequence")
   epochs = 20
   config.num_train_steps = epochs * (NUM_TRAIN[source] // config.data.batch_size)
   config.model = models.model_config("lstm", hidden_size=128)

@@ -2,19 +2,21 @@
 
 One `CheckpointManager` per workdir (`<workdir>/checkpoints`). Each checkpoint holds the train
 state and a JSON record (step, data position, elapsed time). Orbax writes to a temporary folder and
-renames it when complete, so a run killed mid-save leaves the previous checkpoint intact. Restoring
-goes against an abstract target with shardings, so a checkpoint restores onto another device count.
+renames it when complete, so a run killed mid-save leaves the previous checkpoint intact; a
+checkpoint that cannot be read (corrupted on disk) is skipped for the newest readable one, with a
+one-line warning. Restoring goes against an abstract target with shardings, so a checkpoint
+restores onto another device count, strategy or process count. The training loop saves only
+states it has checked to be finite, so rotation never drops a good checkpoint for a bad one.
 """
 
 from __future__ import annotations
 
 import os
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxvision.config_lib import block
+from jaxvision.config_dict import block
 
 CHECKPOINT_DEFAULTS = dict(
   every_steps=1000,  # save every this many steps (and always at the end or on halt)
@@ -32,8 +34,9 @@ class Checkpointer:
   def __init__(self, directory: str, *, every_steps: int, keep: int):
     if every_steps <= 0 or keep <= 0:
       raise ValueError(f"checkpoint every_steps={every_steps} and keep={keep} must be positive")
+    self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-      os.path.abspath(directory),
+      self.directory,
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
     )
     self.every_steps = every_steps
@@ -41,33 +44,49 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def restore(self, abstract_state, step: int | None = None):
-    """Restores the latest (or given) checkpoint onto the shardings of `abstract_state`.
+  def restore(self, abstract_state):
+    """Restores the newest readable checkpoint onto the shardings of `abstract_state`.
 
     Args:
       abstract_state: pytree of `jax.ShapeDtypeStruct` (with `sharding`), e.g. from
         `jax.eval_shape`; fixes the structure, dtypes and placement of what is restored.
-      step: which checkpoint; the latest when None.
 
     Returns:
       (state, meta), or None when there is no checkpoint.
-    """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
-    return _restore(self._manager, step, abstract_state)
 
-  def save(self, step: int, state, meta: dict, *, force: bool = False) -> bool:
-    """Saves when `step` is a multiple of `every_steps` (or `force`); returns whether it saved."""
-    if not force and step % self.every_steps:
-      return False
+    Raises:
+      ValueError: when checkpoints exist but none can be read into `abstract_state` (e.g. a
+        workdir of another model), naming the directory.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    errors = []
+    for step in steps:
+      try:
+        return _restore(self._manager, step, abstract_state)
+      except Exception as e:  # orbax raises many types for a truncated or mismatched checkpoint
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        errors.append(f"step {step}: {type(e).__name__}: {first}")
+        print(f"warning: checkpoint step {step} is unreadable ({first}); trying an older one")
+    if steps:
+      raise ValueError(
+        f"no checkpoint in {self.directory} fits this run ({'; '.join(errors)}); use another "
+        "--workdir or remove that one"
+      )
+    return None
+
+  def save(self, step: int, state, meta: dict) -> bool:
+    """Saves (state, meta) as checkpoint `step` (the loop decides when); returns whether it
+    saved (False when `step` is already saved). Writes finish before this returns, so a failure
+    (a full disk) surfaces here, at the step that caused it."""
     if self._manager.latest_step() == step:
       return False  # already saved (e.g. the last step is also on the interval)
-    return self._manager.save(
+    saved = self._manager.save(
       step,
       args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
       force=True,
     )
+    self._manager.wait_until_finished()
+    return saved
 
   def close(self) -> None:
     """Waits for pending asynchronous saves and releases the manager."""
@@ -100,8 +119,3 @@ def restore_latest(directory: str):
     return _restore(manager, step, None)
   finally:
     manager.close()
-
-
-def abstract_like(tree, sharding):
-  """`jax.ShapeDtypeStruct`s of `tree` (arrays or structs) placed with `sharding`."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

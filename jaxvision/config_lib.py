@@ -1,4 +1,9 @@
-"""Helpers for experiment configs: blocks with every key present, so locked overrides work."""
+"""Base configs for experiments: every key a trainer reads is present, so locked overrides work.
+
+Experiments (`experiments/*.py`) start from `base_config()` (classifiers) or `gan_base_config()`
+and set the blocks they change: `data` (`jaxvision.data.data_config`), `model`
+(`jaxvision.models.model_config`), `optimizer`, `schedule`, `evaluators`.
+"""
 
 from __future__ import annotations
 
@@ -6,59 +11,68 @@ import os
 
 import ml_collections
 
-# Where the offline experiments find MNIST-format IDX files; relative paths are from the repo root.
-MNIST_DIR_ENV = "JAXVISION_MNIST_DIR"
-DEFAULT_MNIST_DIR = "../shared/data/mnist"
+from jaxvision import checkpoint, models, optim, parallel, xla
+from jaxvision import data as data_lib
+from jaxvision.data import idx
 
-
-def block(defaults: dict, **overrides) -> ml_collections.ConfigDict:
-  """A ConfigDict of `defaults` updated by `overrides`; an unknown override key is an error."""
-  unknown = set(overrides) - set(defaults)
-  if unknown:
-    raise KeyError(f"unknown keys {sorted(unknown)}; expected some of {sorted(defaults)}")
-  return ml_collections.ConfigDict({**defaults, **overrides})
-
-
-DATA_DEFAULTS = dict(
-  source="tfds",  # tfds | idx | mnist1d | digits | marked_sum
-  name="mnist",  # the TFDS name, or a label for idx files
-  data_dir="",  # tfds: its data_dir ("" = TFDS default); idx: the folder of IDX files
-  train_split="train",  # TFDS-style split strings; slices like "t10k[:8000]" work for idx
-  eval_split="test",
-  normalize="standardize",  # standardize | unit | symmetric | none
-  batch_size=128,
-  eval_batch_size=1000,
-  layout="image",  # image | sequence (images as rows over time, e.g. sequential MNIST)
-  shuffle_labels=False,  # permute the train labels: a control that must stay at chance
-  # Generated sources only (marked_sum): sizes and sequence length (0: the source's default).
-  num_train=0,
-  num_eval=0,
-  seq_length=0,
-)
-
-
-def data_config(**overrides) -> ml_collections.ConfigDict:
-  return block(DATA_DEFAULTS, **overrides)
+# Offline MNIST: the real MNIST test split as IDX files, in 5 cross-validation folds of 2,000.
+MNIST_DIR_ENV = idx.MNIST_DIR_ENV
+DEFAULT_MNIST_DIR = idx.DEFAULT_MNIST_DIR
 
 
 def offline_mnist_data(**overrides) -> ml_collections.ConfigDict:
-  """The real MNIST test split from IDX files: train t10k[:8000], eval t10k[8000:]."""
-  return data_config(
+  """The real MNIST test split from IDX files, 5 folds; fold 4 (the default) trains on
+  t10k[:8000] and evaluates on t10k[8000:]. `--config.data.fold=K` selects another."""
+  return data_lib.data_config(
+    "idx",
     **{
-      "source": "idx",
       "name": "mnist",
       "data_dir": os.environ.get(MNIST_DIR_ENV, DEFAULT_MNIST_DIR),
-      "train_split": "t10k[:8000]",
-      "eval_split": "t10k[8000:]",
+      "train_split": "t10k",
+      "eval_split": "t10k",
+      "num_folds": 5,
+      "fold": 4,
       **overrides,
-    }
+    },
   )
+
+
+def classification_evaluators() -> ml_collections.ConfigDict:
+  """One classification evaluator, "eval", on the eval split: eval_accuracy and eval_loss."""
+  return ml_collections.ConfigDict({"eval": dict(type="classification", pred="predict")})
+
+
+def base_config(**overrides) -> ml_collections.ConfigDict:
+  """Keys every classifier experiment has; experiments set `data`, `model`, `optimizer`, ..."""
+  config = ml_collections.ConfigDict(
+    dict(
+      trainer="classifier",
+      seed=0,
+      num_train_steps=1000,
+      log_every_steps=100,
+      eval_every_steps=1000,
+      label_smoothing=0.0,
+      augment=dict(max_shift=0),  # random translation, in pixels/positions per spatial axis
+      parallel=parallel.parallel_config(),
+      # Train steps per compiled call (a lax.scan over batches gathered from data kept on
+      # device); 1 is the plain per-step loop. Same results either way; faster only where
+      # dispatch dominates (see benchmarks/RESULTS.md): on XLA:CPU scanned conv steps are slower.
+      steps_per_call=1,
+      xla=xla.xla_config(),
+      data=data_lib.data_config("mnist1d"),
+      model=models.model_config("cnn_a"),
+      optimizer=optim.optimizer_config(),
+      schedule=optim.schedule_config(),
+      evaluators=classification_evaluators(),
+      checkpoint=checkpoint.checkpoint_config(),
+    )
+  )
+  config.update(overrides)
+  return config
 
 
 def gan_base_config() -> ml_collections.ConfigDict:
   """Keys every GAN experiment has (trainer "gan"); experiments set data and the networks."""
-  from jaxvision import checkpoint, optim, xla
-
   adam = dict(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999)
   return ml_collections.ConfigDict(
     dict(
@@ -70,52 +84,30 @@ def gan_base_config() -> ml_collections.ConfigDict:
       z_dim=100,
       loss="non_saturating",  # non_saturating | hinge
       ema_decay=0.999,  # generator EMA used for evaluation; 0 turns it off
-      generator=dict(
-        features=(256, 128), kernel_size=4, batch_norm=True, conv_transpose_impl="auto"
-      ),
-      discriminator=dict(features=(64, 128), kernel_size=4, batch_norm=True),
+      ema_start_step=0,  # the EMA copies the weights until this step, then averages
+      augment="",  # DiffAugment policy for every image D sees, e.g. "translation,cutout"
+      r1_gamma=0.0,  # R1 penalty weight on real images (0: off)
+      conditional=False,  # class labels into G and a projection D ("make a 7")
+      generator=models.model_config("dcgan_generator"),
+      discriminator=models.model_config("dcgan_discriminator"),
       g_optimizer=optim.optimizer_config(**adam),
       d_optimizer=optim.optimizer_config(**adam),
       schedule=optim.schedule_config(),
-      data=data_config(normalize="symmetric", batch_size=64),
-      eval=dict(
-        classifier_workdir="",  # a finished jaxvision classifier run on the same data ("": none)
-        num_samples=10_000,  # generated images per evaluation (IS, class shares, KID)
-        batch_size=500,
-        grid_size=64,  # images in each samples/step_N.png
+      data=data_lib.data_config("idx", normalize="symmetric", batch_size=64),
+      evaluators=ml_collections.ConfigDict(
+        {
+          "eval": dict(
+            type="gan",
+            pred="generate",
+            classifier_workdir="",  # a finished classifier run on the same data ("": none)
+            num_samples=10_000,  # generated images per evaluation, for every metric
+            batch_size=400,  # a multiple of the device count
+            grid_size=64,  # images in each samples/step_N.png
+          )
+        }
       ),
-      parallel=dict(num_devices=0),
+      parallel=parallel.parallel_config(),
       xla=xla.xla_config(),
       checkpoint=checkpoint.checkpoint_config(),
     )
   )
-
-
-def base_config(**overrides) -> ml_collections.ConfigDict:
-  """Keys every experiment has; experiments set `data`, `model`, `optimizer`, `schedule`."""
-  from jaxvision import checkpoint, models, optim, xla
-
-  config = ml_collections.ConfigDict(
-    dict(
-      trainer="classifier",
-      seed=0,
-      num_train_steps=1000,
-      log_every_steps=100,
-      eval_every_steps=1000,
-      label_smoothing=0.0,
-      augment=dict(max_shift=0),  # random translation, in pixels/positions per spatial axis
-      parallel=dict(num_devices=0),  # 0: every device
-      # Train steps per compiled call (a lax.scan over batches gathered from data kept on
-      # device); 1 is the plain per-step loop. Same results either way; faster only where
-      # dispatch dominates (see benchmarks/RESULTS.md): on XLA:CPU scanned conv steps are slower.
-      steps_per_call=1,
-      xla=xla.xla_config(),
-      data=data_config(),
-      model=models.model_config("cnn_a"),
-      optimizer=optim.optimizer_config(),
-      schedule=optim.schedule_config(),
-      checkpoint=checkpoint.checkpoint_config(),
-    )
-  )
-  config.update(overrides)
-  return config

@@ -2,20 +2,29 @@
 
 Config values are overridden with `--config.a.b=value`; the config is locked, so an unknown key
 or a value of the wrong type is an error before any compute. Rerunning a command on the same
-workdir resumes from its latest checkpoint.
+workdir resumes from its newest checkpoint (refused, before anything is written, if the config
+changed in a way that changes the computation; `--allow_config_change` overrides).
+
+Every error a user can cause is one line on stderr naming the fix (`--verbosity=1` adds the
+traceback). Exit status: 0 finished (or halted by `--halt_after_steps`), 1 error, 2 usage,
+75 (EX_TEMPFAIL) stopped early by SIGTERM or Ctrl-C with a checkpoint saved: rerun to continue.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import shlex
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+EXIT_ERROR, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 75
+
 config_flags.DEFINE_config_file(
-  "config", None, "Experiment config file (experiments/*.py).", lock_config=True
+  "config", None, "Experiment config file (experiments/*.py[:ARG]).", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_integer(
@@ -24,12 +33,20 @@ flags.DEFINE_integer(
   "Stop with a checkpoint once this many steps are done; rerun the same command to continue.",
 )
 flags.DEFINE_bool(
+  "allow_config_change", False, "Resume a workdir even though its config differs (see --help)."
+)
+flags.DEFINE_bool(
   "jax_distributed",
   False,
-  "Call jax.distributed.initialize() first (multi-host; coordinator from the environment).",
+  "Multi-host: call jax.distributed.initialize() first. On SLURM (srun) or a TPU pod it needs "
+  "nothing else; elsewhere give --coordinator_address, --num_processes and --process_id "
+  "(./launch.sh -n N does this for N local processes).",
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_string("coordinator_address", "", "With --jax_distributed: host:port of process 0.")
+flags.DEFINE_integer("num_processes", 0, "With --jax_distributed: the number of processes.")
+flags.DEFINE_integer("process_id", -1, "With --jax_distributed: this process's index.")
 FLAGS = flags.FLAGS
+HELP = ("--help", "-h", "--helpshort", "--helpfull", "-?")
 
 
 def _config_error(argv: list[str], error: Exception) -> str:
@@ -43,38 +60,89 @@ def _config_error(argv: list[str], error: Exception) -> str:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing; every config problem is one line on stderr and exit status 1."""
+  """absl's flag parsing; every config problem is one line on stderr and exit status 2."""
+  if any(a in HELP for a in argv[1:]):
+    print(__doc__.strip() + "\n\nFlags:\n" + FLAGS.main_module_help())
+    sys.exit(0)
   try:
     rest = FLAGS(argv)
     FLAGS.config.keys()  # a failed load is deferred to first use: surface it now
   except flags.Error as e:
     lines = [line for line in str(e).splitlines() if line.strip()]
     # A failing get_config arrives as the flag's name followed by a traceback: keep both ends.
-    sys.exit(f"error: {lines[0]} {lines[-1]}" if len(lines) > 1 else f"error: {e}")
+    print(f"error: {lines[0]} {lines[-1]}" if len(lines) > 1 else f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
   except Exception as e:  # config file missing, failing get_config, unknown override key
-    sys.exit(f"error: {_config_error(argv, e)}")
+    print(f"error: {_config_error(argv, e)}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
   return rest
 
 
-def main(argv):
+def check_workdir(workdir: str | None) -> str:
+  """The workdir as given, after checks that need no compute; raises ValueError naming the fix."""
+  if not workdir or not workdir.strip():
+    raise ValueError("--workdir is empty; name a directory for this run (e.g. runs/NAME)")
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--workdir {workdir} is a file, not a directory")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ValueError(f"--workdir {workdir} lies under {parent}, which is a file")
+  if not os.access(parent, os.W_OK):
+    raise ValueError(f"--workdir {workdir}: {parent} is not writable")
+  return workdir
+
+
+def run(argv) -> int:
+  """Runs the experiment the flags name; returns the exit status."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO logs (orbax) drown the progress lines
+  if not FLAGS.config or FLAGS.workdir is None:
+    raise app.UsageError("--config and --workdir are required (see --help)")
+  workdir = check_workdir(FLAGS.workdir)
+  if FLAGS.halt_after_steps is not None and FLAGS.halt_after_steps < 0:
+    raise ValueError(f"--halt_after_steps={FLAGS.halt_after_steps} must be >= 0")
   import jax  # imported after flag parsing so that --help and flag errors stay instant
 
+  from jaxvision import distributed
+  from jaxvision.train import loop
+
   if FLAGS.jax_distributed:
-    jax.distributed.initialize()
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config
   trainer = importlib.import_module(f"jaxvision.train.{config.trainer}")
-  invocation = {
-    "command": shlex.join(["python", "-m", "jaxvision.main", *sys.argv[1:]]),
-    "config_file": config_flags.get_config_filename(FLAGS["config"]),
-    "overrides": {k: repr(v) for k, v in config_flags.get_override_values(FLAGS["config"]).items()},
-  }
-  trainer.train_and_evaluate(
-    config, FLAGS.workdir, halt_after_steps=FLAGS.halt_after_steps, invocation=invocation
+  options = loop.Options(
+    halt_after_steps=FLAGS.halt_after_steps,
+    allow_config_change=FLAGS.allow_config_change,
+    invocation={
+      "command": shlex.join(["python", "-m", "jaxvision.main", *sys.argv[1:]]),
+      "config_file": config_flags.get_config_filename(FLAGS["config"]),
+      "overrides": {
+        k: repr(v) for k, v in config_flags.get_override_values(FLAGS["config"]).items()
+      },
+    },
   )
+  outcome = trainer.train_and_evaluate(config, workdir, options)
+  del jax
+  return EXIT_PREEMPTED if outcome.status == "preempted" else 0
+
+
+def main(argv):
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO logs (orbax) drown the progress lines
+  try:
+    status = run(argv)
+  except app.UsageError:
+    raise
+  except (ValueError, OSError, KeyError, FloatingPointError, ImportError) as e:
+    if FLAGS.verbosity >= 1:
+      traceback.print_exc()
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_ERROR)
+  sys.exit(status)
 
 
 if __name__ == "__main__":

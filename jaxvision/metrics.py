@@ -1,7 +1,8 @@
 """Metric accumulation and writers: a progress line on stdout, `metrics.jsonl`, TensorBoard.
 
-Step functions return dicts of scalars that stay on device; `summarize` fetches a whole logging
-window in one transfer, averages it, and fails fast on a non-finite loss.
+Step functions return dicts of scalars that stay on device; the training loop
+(`jaxvision.train.loop`) fetches a whole logging window in one transfer and writes its means here.
+Only process 0 of a multi-host run creates writers or files.
 """
 
 from __future__ import annotations
@@ -13,30 +14,6 @@ import sys
 import time
 
 import jax
-import numpy as np
-
-
-def summarize(window: list[dict], first_step: int, loss_key: str = "train_loss") -> dict:
-  """Means over a window of per-step metrics (device arrays), fetched in one transfer.
-
-  Args:
-    window: metric dicts, oldest first; each value a scalar (one step) or a [K] array (K steps
-      run in one compiled call).
-    first_step: the step number of the window's first step (counting steps done, from 1).
-    loss_key: the metric that must stay finite.
-
-  Raises:
-    FloatingPointError: naming the first step whose `loss_key` is not finite.
-  """
-  host = jax.device_get(window)
-  series = {k: np.concatenate([np.atleast_1d(m[k]) for m in host]) for k in host[0]}
-  if loss_key in series:
-    bad = np.flatnonzero(~np.isfinite(series[loss_key]))
-    if bad.size:
-      raise FloatingPointError(
-        f"non-finite {loss_key} ({series[loss_key][bad[0]]}) at step {first_step + int(bad[0])}"
-      )
-  return {k: float(np.mean(v)) for k, v in series.items()}
 
 
 class JsonlWriter:
@@ -102,10 +79,10 @@ class ProgressWriter:
 
 
 class MultiWriter:
-  """Writes to all of its writers; only process 0 writes anything."""
+  """Writes to all of its writers."""
 
   def __init__(self, writers):
-    self._writers = list(writers) if jax.process_index() == 0 else []
+    self._writers = list(writers)
 
   def write(self, step: int, scalars: dict) -> None:
     if not scalars:
@@ -119,7 +96,10 @@ class MultiWriter:
 
 
 def create_writer(workdir: str, total_steps: int) -> MultiWriter:
-  """Progress on stdout, `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb`."""
+  """Progress on stdout, `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb`; on
+  processes other than 0, a writer that writes nothing."""
+  if jax.process_index() != 0:
+    return MultiWriter([])
   return MultiWriter(
     [
       ProgressWriter(total_steps),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from jaxvision.config_lib import block
+from jaxvision.config_dict import block
 
 OPTIMIZER_DEFAULTS = dict(
   name="adam",  # adam | adamw | sgd

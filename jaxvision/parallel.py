@@ -1,18 +1,70 @@
-"""Device placement: the only module that knows how many devices (and hosts) there are.
+"""Devices: the only module that knows how many devices (and hosts) there are.
 
-Data parallelism with sharded `jit`: a 1-D mesh over the devices with axis "data"; train state is
-replicated, batches are split along their first axis. Step functions are written for one global
-batch and never see the device count; XLA inserts the gradient all-reduce.
+A `Strategy` compiles step functions and places state and batches; trainers call its methods and
+never branch on which strategy runs. Two strategies, chosen by `config.parallel.strategy`:
+
+- "jit" (default): sharded `jax.jit` over a 1-D mesh with axis "data". The train state is
+  replicated, batches are split along their batch axis, and step functions see the global batch;
+  XLA inserts the gradient all-reduce. `axis_name` is None.
+- "pmap": the same step function in `jax.pmap` with axis name "data" (flax's imagenet form).
+  State carries a leading device axis, each device sees its rows of the global batch, and step
+  functions average gradients, metrics and batch-norm statistics with `pmean(x, axis_name)`.
+
+Step functions are written once for both: they call `pmean`/`psum`/`local_rows` below, which are
+no-ops when `axis_name` is None. Checkpoints always hold the global (unreplicated) state, so they
+restore under either strategy and on any device or process count.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxvision.config_dict import block
+
 DATA_AXIS = "data"
+STRATEGIES = ("jit", "pmap")
+PARALLEL_DEFAULTS = dict(
+  strategy="jit",  # jit (sharded jit over a data mesh) | pmap
+  num_devices=0,  # 0: every device of every host; > 0 only on one host
+)
+
+
+def parallel_config(**overrides) -> ml_collections.ConfigDict:
+  return block(PARALLEL_DEFAULTS, **overrides)
+
+
+# Collectives for step functions: no-ops under jit, where the step sees the global batch.
+def pmean(tree, axis_name: str | None):
+  return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def psum(tree, axis_name: str | None):
+  return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def global_batch_size(local_batch_size: int, axis_name: str | None) -> int:
+  """The batch size over every device, from inside a step function."""
+  if axis_name is None:
+    return local_batch_size
+  return local_batch_size * jax.lax.psum(1, axis_name)
+
+
+def local_rows(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """This device's rows of a per-example array made for the global batch [B_global, ...].
+
+  Per-example randomness (augmentation shifts, GAN latents) is drawn for the global batch and
+  then sliced, so that every strategy and device count sees the same numbers for each example.
+  """
+  if axis_name is None:
+    return x
+  rows = x.shape[0] // jax.lax.psum(1, axis_name)
+  return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(axis_name) * rows, rows)
 
 
 def create_mesh(num_devices: int = 0) -> Mesh:
@@ -21,41 +73,196 @@ def create_mesh(num_devices: int = 0) -> Mesh:
   if num_devices:
     if num_devices > len(devices) or jax.process_count() > 1:
       raise ValueError(
-        f"num_devices={num_devices} but {len(devices)} devices on {jax.process_count()} hosts"
+        f"parallel.num_devices={num_devices} but {len(devices)} devices on "
+        f"{jax.process_count()} hosts (0 uses every device)"
       )
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
+class Strategy:
+  """Compiles step functions and places data on a data-parallel mesh; see the module docstring.
 
-
-def data_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
-  return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
-
-
-def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch_size") -> None:
-  if batch_size % mesh.size:
-    raise ValueError(f"{what} {batch_size} is not divisible by the {mesh.size} devices")
-
-
-def replicate(tree, mesh: Mesh):
-  """Places every leaf of `tree` on every device of `mesh`."""
-  return jax.device_put(tree, replicated(mesh))
-
-
-def shard_batch(batch, mesh: Mesh, batch_axis: int = 0):
-  """Splits a global batch (the same numpy arrays on every host) along `batch_axis` over `mesh`.
-
-  Each host contributes only its own slice, so this also works across hosts.
+  Attributes:
+    name: "jit" or "pmap".
+    mesh: the 1-D device mesh, axis "data".
+    axis_name: what step functions pass to the collectives (None under jit).
   """
-  sharding = data_sharded(mesh, batch_axis)
+
+  name = "jit"
+  axis_name: str | None = None
+
+  def __init__(self, num_devices: int = 0):
+    self.mesh = create_mesh(num_devices)
+    self._replicated = NamedSharding(self.mesh, P())
+
+  @property
+  def num_devices(self) -> int:
+    return self.mesh.size
+
+  def check_batch_size(self, batch_size: int, what: str = "batch_size") -> None:
+    if batch_size <= 0 or batch_size % self.num_devices:
+      raise ValueError(
+        f"{what}={batch_size} must be a positive multiple of the {self.num_devices} devices"
+      )
+
+  def compile(
+    self,
+    fn,
+    *,
+    donate_state: bool = False,
+    state_args=(0,),
+    batch_args=(1,),
+    compiler_options=None,
+  ):
+    """Compiles `fn(state, ...)` for arguments placed by this strategy.
+
+    Args:
+      fn: the step function; its first argument is the state (donated if `donate_state`).
+      donate_state: donate the first argument's buffers (a train step's state).
+      state_args: positions of arguments placed with `place_state` (replicated).
+      batch_args: positions of arguments placed with `place_batch` (split over devices). Other
+        arguments (PRNG keys, scalars) are the same on every device.
+      compiler_options: XLA options (see `jaxvision.xla`).
+
+    Returns:
+      A function of the placed arguments; outputs are placed like its inputs (state
+      replicated, per-example outputs split like batches, reductions replicated).
+    """
+    del state_args, batch_args  # sharded jit reads the layout from the arguments' shardings
+    return jax.jit(
+      fn, donate_argnums=(0,) if donate_state else (), compiler_options=compiler_options
+    )
+
+  def place_state(self, tree):
+    """Places a global tree (host arrays or global replicated arrays) for compiled steps."""
+    return jax.device_put(tree, self._replicated)
+
+  def abstract_state(self, abstract_tree):
+    """`jax.ShapeDtypeStruct`s of the global state, with the sharding a checkpoint restores to."""
+    return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._replicated), abstract_tree
+    )
+
+  def global_state(self, state):
+    """The placed state as global replicated arrays: what checkpoints save and evaluators read."""
+    return state
+
+  def place_batch(self, batch, batch_axis: int = 0):
+    """Splits a global batch (the same numpy arrays on every host) along `batch_axis`.
+
+    Each host contributes only its own slice, so this also works across hosts.
+    """
+    spec = P(*([None] * batch_axis), DATA_AXIS)
+    sharding = NamedSharding(self.mesh, spec)
+    return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(
+        sharding, _process_rows(x, batch_axis), x.shape
+      ),
+      batch,
+    )
+
+  def fetch(self, tree):
+    """Replicated outputs (metrics, sums) as numpy, in one transfer."""
+    return jax.device_get(tree)
+
+  def fetch_rows(self, tree):
+    """Per-example outputs [B, ...] (split like a batch) as whole numpy arrays on every host."""
+    if jax.process_count() == 1:
+      return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+  def step(self, state) -> int:
+    """`state.step` as a Python int (one device-to-host transfer)."""
+    return int(jax.device_get(self.global_state_step(state)))
+
+  def global_state_step(self, state):
+    return state.step
+
+
+class PmapStrategy(Strategy):
+  """`jax.pmap` over the mesh's devices with axis name "data"; see the module docstring."""
+
+  name = "pmap"
+  axis_name = DATA_AXIS
+
+  def __init__(self, num_devices: int = 0):
+    super().__init__(num_devices)
+    self._stacked = NamedSharding(self.mesh, P(DATA_AXIS))
+    self._to_global = jax.jit(lambda x: x[0], out_shardings=self._replicated)
+    self._from_global = jax.jit(
+      lambda x: jnp.broadcast_to(x, (self.num_devices, *x.shape)), out_shardings=self._stacked
+    )
+
+  def compile(
+    self,
+    fn,
+    *,
+    donate_state: bool = False,
+    state_args=(0,),
+    batch_args=(1,),
+    compiler_options=None,
+  ):
+    def in_axes(num_args):
+      return tuple(0 if i in state_args or i in batch_args else None for i in range(num_args))
+
+    cache = {}
+
+    def call(*args):
+      if len(args) not in cache:  # pmap fixes in_axes per arity; compiled once per arity
+        cache[len(args)] = jax.pmap(
+          fn,
+          axis_name=DATA_AXIS,
+          in_axes=in_axes(len(args)),
+          donate_argnums=(0,) if donate_state else (),
+          devices=list(self.mesh.devices.reshape(-1)),
+        )
+      return cache[len(args)](*args)
+
+    del compiler_options  # pmap takes none; XLA's defaults apply
+    return call
+
+  def place_state(self, tree):
+    return jax.tree.map(self._from_global, jax.device_put(tree, self._replicated))
+
+  def global_state(self, state):
+    return jax.tree.map(self._to_global, state)
+
+  def place_batch(self, batch, batch_axis: int = 0):
+    n = self.num_devices
+
+    def put(x):  # [..., B, ...] -> [devices, ..., B / devices, ...]
+      local = _process_rows(x, batch_axis)  # this host's rows
+      n_local = n // jax.process_count()
+      shape = local.shape
+      split = (*shape[:batch_axis], n_local, shape[batch_axis] // n_local, *shape[batch_axis + 1 :])
+      local = np.moveaxis(local.reshape(split), batch_axis, 0)
+      return jax.make_array_from_process_local_data(self._stacked, local, (n, *local.shape[1:]))
+
+    return jax.tree.map(put, batch)
+
+  def fetch(self, tree):
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(self._to_global(x))), tree)
+
+  def fetch_rows(self, tree):
+    rows = super().fetch_rows(tree)  # [n, B / n, ...] -> [B, ...]
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), rows)
+
+  def global_state_step(self, state):
+    return self._to_global(state.step)
+
+
+def _process_rows(x: np.ndarray, batch_axis: int) -> np.ndarray:
+  """This host's contiguous share of a global batch's `batch_axis`."""
   n, i = jax.process_count(), jax.process_index()
+  if n == 1:
+    return np.asarray(x)
+  rows = x.shape[batch_axis] // n
+  return np.take(x, np.arange(i * rows, (i + 1) * rows), axis=batch_axis)
 
-  def put(x):
-    rows = x.shape[batch_axis] // n
-    local = np.take(x, np.arange(i * rows, (i + 1) * rows), axis=batch_axis) if n > 1 else x
-    return jax.make_array_from_process_local_data(sharding, local, x.shape)
 
-  return jax.tree.map(put, batch)
+def create_strategy(config) -> Strategy:
+  """The strategy `config` (the experiment's `config.parallel`) names."""
+  if config.strategy not in STRATEGIES:
+    raise ValueError(f"unknown parallel.strategy {config.strategy!r}; expected one of {STRATEGIES}")
+  return (PmapStrategy if config.strategy == "pmap" else Strategy)(config.num_devices)

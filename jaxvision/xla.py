@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
-from jaxvision.config_lib import block
+from jaxvision.config_dict import block
 
 XLA_DEFAULTS = dict(
   cpu_ynn_fusions=False,  # XLA:CPU YNNPACK fusions: off for conv nets, on for RNNs

@@ -1,41 +1,67 @@
-"""Data sources, chosen by `config.data.source`; each returns an in-memory `Dataset`."""
+"""Data sources, chosen by `config.data.source`; each has its own config keys and `load`.
+
+`config.data` holds the pipeline keys every source shares (`COMMON`) plus the chosen source's own
+`DEFAULTS`; `data_config(source, **overrides)` builds it. A source module may hold its examples in
+memory (`ArraySource`) or generate them on the fly from (seed, index) (`GeneratedSource`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 
+import ml_collections
 import numpy as np
 
-from jaxvision.data.base import Dataset, Split
+from jaxvision.config_dict import block
+from jaxvision.data.base import ArraySource, Dataset, GeneratedSource
 from jaxvision.data.pipeline import BatchSampler, eval_batches
 
-# source name -> module with `load(data_config) -> Dataset`; imported lazily so that one source's
-# dependencies (tfds, sklearn) are not loaded for another.
+# source name -> module with `DEFAULTS` and `load(data_config) -> Dataset`; imported lazily so that
+# one source's dependencies (tfds, sklearn) are not loaded for another.
 SOURCES = {
   "tfds": "jaxvision.data.tfds",
   "idx": "jaxvision.data.idx",
   "mnist1d": "jaxvision.data.mnist1d",
   "digits": "jaxvision.data.digits",
   "marked_sum": "jaxvision.data.marked_sum",
+  "moving_mnist": "jaxvision.data.moving_mnist",
 }
 LAYOUTS = ("image", "sequence")
+COMMON = dict(
+  source="mnist1d",  # a key of SOURCES
+  batch_size=128,  # global train batch, over every device and host
+  eval_batch_size=1000,
+  layout="image",  # image | sequence (images as rows over time, e.g. sequential MNIST)
+  shuffle_labels=False,  # permute the train targets: a control that must stay at chance
+)
+
+
+def source_module(name: str):
+  if name not in SOURCES:
+    raise ValueError(f"unknown data source {name!r}; known: {sorted(SOURCES)}")
+  return importlib.import_module(SOURCES[name])
+
+
+def data_config(source: str, **overrides) -> ml_collections.ConfigDict:
+  """`config.data` for `source`: the shared pipeline keys and the source's own, all present."""
+  return block({**COMMON, **source_module(source).DEFAULTS, "source": source}, **overrides)
 
 
 def load_dataset(config) -> Dataset:
   """Loads the data set described by `config` (the experiment's `config.data`).
 
   After the source: `layout="sequence"` turns images [N, H, W, C] into sequences [N, H, W * C]
-  (one row per time step, as in sequential MNIST); `shuffle_labels` permutes the train labels
+  (one row per time step, as in sequential MNIST); `shuffle_labels` permutes the train targets
   with a fixed seed (a control experiment that must stay at chance).
   """
-  if config.source not in SOURCES:
-    raise ValueError(f"unknown data source {config.source!r}; known: {sorted(SOURCES)}")
   if config.layout not in LAYOUTS:
     raise ValueError(f"unknown data.layout {config.layout!r}; expected one of {LAYOUTS}")
-  dataset = importlib.import_module(SOURCES[config.source]).load(config)
-  if config.layout == "sequence" and dataset.train.inputs.ndim == 4:
-    as_rows = lambda s: Split(s.inputs.reshape(*s.inputs.shape[:2], -1), s.labels)
+  dataset = source_module(config.source).load(config)
+  if config.layout == "sequence":
+    if not isinstance(dataset.train, ArraySource) or dataset.train.inputs.ndim != 4:
+      raise ValueError("data.layout='sequence' needs an in-memory image source [N, H, W, C]")
+    as_rows = lambda s: s.replace(inputs=s.inputs.reshape(*s.inputs.shape[:2], -1))
     dataset = dataclasses.replace(
       dataset,
       train=as_rows(dataset.train),
@@ -43,13 +69,24 @@ def load_dataset(config) -> Dataset:
       description=dataset.description + ", rows as time steps",
     )
   if config.shuffle_labels:
-    labels = np.random.default_rng(0).permutation(dataset.train.labels)
+    if not isinstance(dataset.train, ArraySource):
+      raise ValueError("data.shuffle_labels needs an in-memory source")
+    targets = np.random.default_rng(0).permutation(dataset.train.targets)
     dataset = dataclasses.replace(
       dataset,
-      train=Split(dataset.train.inputs, labels),
+      train=dataset.train.replace(targets=targets),
       description=dataset.description + ", train labels shuffled (control)",
     )
   return dataset
 
 
-__all__ = ["Dataset", "Split", "BatchSampler", "eval_batches", "load_dataset", "SOURCES"]
+__all__ = [
+  "ArraySource",
+  "BatchSampler",
+  "Dataset",
+  "GeneratedSource",
+  "SOURCES",
+  "data_config",
+  "eval_batches",
+  "load_dataset",
+]

@@ -5,14 +5,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxvision import parallel
 
-def random_shift(key: jax.Array, x: jnp.ndarray, max_shift: int) -> jnp.ndarray:
+
+def random_shift(
+  key: jax.Array, x: jnp.ndarray, max_shift: int, axis_name: str | None = None
+) -> jnp.ndarray:
   """Translates each example by up to `max_shift` along every spatial axis, zero-filling.
 
   Args:
     key: PRNG key.
     x: [B, *spatial, C].
     max_shift: largest shift in either direction; 0 returns `x` unchanged.
+    axis_name: under pmap, the device axis: shifts are drawn for the global batch and this
+      device's rows taken, so each example is shifted alike under every strategy.
 
   Returns:
     Array of x's shape and dtype.
@@ -20,7 +26,9 @@ def random_shift(key: jax.Array, x: jnp.ndarray, max_shift: int) -> jnp.ndarray:
   if max_shift == 0:
     return x
   batch, spatial = x.shape[0], x.shape[1:-1]
-  shifts = jax.random.randint(key, (batch, len(spatial)), 0, 2 * max_shift + 1)  # [B, D]
+  global_batch = parallel.global_batch_size(batch, axis_name)
+  shifts = jax.random.randint(key, (global_batch, len(spatial)), 0, 2 * max_shift + 1)
+  shifts = parallel.local_rows(shifts, axis_name)  # [B, D]
   pad = [(0, 0)] + [(max_shift, max_shift)] * len(spatial) + [(0, 0)]
   padded = jnp.pad(x, pad)
 

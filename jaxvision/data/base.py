@@ -1,43 +1,107 @@
-"""The in-memory data set every source returns, normalisation, and split-string parsing."""
+"""The data contract every source meets: sources of examples, data sets, normalisation, splits.
+
+A *source* is anything with `__len__` and `get(indices) -> batch`, where a batch is a dict of
+numpy arrays with a leading example axis: `inputs` and `targets` of any shape (class ids [N] are
+one kind of target; next frames [N, T, H, W, C] another). `get` is a pure function of the indices
+(and the source's seed), so a batch is a pure function of (seed, step) and generated sources need
+never hold their examples in memory.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
+Batch = dict[str, np.ndarray]
 
-@dataclasses.dataclass(frozen=True)
-class Split:
-  """One split of a data set: `inputs` [N, ...] float32, `labels` [N] int32."""
 
-  inputs: np.ndarray
-  labels: np.ndarray
+class Source(Protocol):
+  """Random access to examples: `get(indices)` returns a batch [len(indices), ...] per key."""
 
-  def __post_init__(self):
-    if len(self.inputs) != len(self.labels):
-      raise ValueError(
-        f"inputs and labels differ in length: {len(self.inputs)} vs {len(self.labels)}"
-      )
+  def __len__(self) -> int: ...
+
+  def get(self, indices: np.ndarray) -> Batch: ...
+
+
+class ArraySource:
+  """Examples held in memory as arrays with a common leading axis."""
+
+  def __init__(self, **arrays: np.ndarray):
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f"arrays of a source differ in length: {lengths}")
+    self.arrays = arrays
 
   def __len__(self) -> int:
-    return len(self.labels)
+    return len(next(iter(self.arrays.values())))
+
+  def get(self, indices: np.ndarray) -> Batch:
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+  def replace(self, **arrays: np.ndarray) -> ArraySource:
+    return ArraySource(**{**self.arrays, **arrays})
+
+  @property
+  def inputs(self) -> np.ndarray:
+    return self.arrays["inputs"]
+
+  @property
+  def targets(self) -> np.ndarray:
+    return self.arrays["targets"]
+
+
+class GeneratedSource:
+  """Examples made on the fly: `make_example(seed, index) -> {key: array}` for each index.
+
+  Nothing is held in memory, so a source can be larger than RAM (video clips); the same
+  (seed, index) always gives the same example.
+  """
+
+  def __init__(self, make_example: Callable[[int, int], dict], num_examples: int, seed: int):
+    if num_examples <= 0:
+      raise ValueError(f"a generated source needs a positive size, got {num_examples}")
+    self._make, self._num, self.seed = make_example, num_examples, seed
+
+  def __len__(self) -> int:
+    return self._num
+
+  def get(self, indices: np.ndarray) -> Batch:
+    examples = [self._make(self.seed, int(i)) for i in np.asarray(indices).reshape(-1)]
+    return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A train and an eval split, with what a result table needs to say about them."""
+  """A train and an eval source, with what a result table needs to say about them.
+
+  `info` holds what a model or evaluator needs to know about the task, e.g. `num_classes` for
+  classification; it is empty for tasks without classes.
+  """
 
   name: str
-  train: Split
-  eval: Split
-  num_classes: int
+  train: Any  # Source
+  eval: Any  # Source
   description: str  # e.g. "mnist (idx) t10k[:8000] / t10k[8000:]"
+  info: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_classes(self) -> int:
+    if "num_classes" not in self.info:
+      raise ValueError(f"data set {self.name!r} has no classes (info: {sorted(self.info)})")
+    return int(self.info["num_classes"])
+
+  @property
+  def example(self) -> Batch:
+    """The first training example as a batch of one (for shapes and model init)."""
+    return self.train.get(np.arange(1))
 
   @property
   def input_shape(self) -> tuple[int, ...]:
-    return tuple(self.train.inputs.shape[1:])
+    return tuple(self.example["inputs"].shape[1:])
 
 
 NORMALIZATIONS = ("standardize", "unit", "symmetric", "none")
@@ -71,23 +135,30 @@ class Normalizer:
     return x
 
 
-def normalized_dataset(
-  name,
-  train_raw,
-  train_labels,
-  eval_raw,
-  eval_labels,
-  *,
-  mode: str,
-  num_classes: int,
-  description: str,
+def classification_dataset(
+  name, train_x, train_y, eval_x, eval_y, *, num_classes: int, description: str
 ) -> Dataset:
-  """A `Dataset` from raw images, both splits normalised with the train split's statistics."""
-  norm = Normalizer(mode, train_raw)
+  """A `Dataset` of in-memory (inputs, class ids) pairs."""
   return Dataset(
     name=name,
-    train=Split(norm(train_raw), train_labels),
-    eval=Split(norm(eval_raw), eval_labels),
+    train=ArraySource(inputs=train_x, targets=np.asarray(train_y, np.int32)),
+    eval=ArraySource(inputs=eval_x, targets=np.asarray(eval_y, np.int32)),
+    description=description,
+    info={"num_classes": num_classes},
+  )
+
+
+def normalized_dataset(
+  name, train_raw, train_labels, eval_raw, eval_labels, *, mode: str, num_classes: int, description
+) -> Dataset:
+  """A classification `Dataset` from raw images, both splits normalised with train statistics."""
+  norm = Normalizer(mode, train_raw)
+  return classification_dataset(
+    name,
+    norm(train_raw),
+    train_labels,
+    norm(eval_raw),
+    eval_labels,
     num_classes=num_classes,
     description=description,
   )

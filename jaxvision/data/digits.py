@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 from jaxvision.data import base
 
 _SPLIT_SEED = 0  # fixed forever: changing it would change every digits result
+DEFAULTS = dict(normalize="standardize")  # standardize | unit | symmetric | none
 
 
 def load(config) -> base.Dataset:

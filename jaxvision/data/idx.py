@@ -2,7 +2,9 @@
 
 A split named `PREFIX` reads `PREFIX-images-idx3-ubyte[.gz]` and `PREFIX-labels-idx1-ubyte[.gz]`
 (the original file names: "train" and "t10k"). A slice such as `t10k[:8000]` carves a
-deterministic train/eval split out of a directory that holds only one split.
+deterministic train/eval split out of a directory that holds only one split, and `num_folds` > 0
+makes K-fold cross-validation of one split: fold k evaluates on its k-th contiguous block and
+trains on the rest (offline MNIST: 5 folds of 2,000 images; fold 4 is t10k[:8000] / t10k[8000:]).
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ import numpy as np
 
 from jaxvision.data import base
 
+# Where the offline experiments find MNIST-format IDX files; relative paths are from the repo root.
+MNIST_DIR_ENV = "JAXVISION_MNIST_DIR"
+DEFAULT_MNIST_DIR = "../shared/data/mnist"
+DEFAULTS = dict(
+  name="mnist",  # a label for the result table
+  data_dir="",  # the folder of IDX files
+  train_split="train",  # TFDS-style split strings; slices like "t10k[:8000]" work
+  eval_split="t10k",
+  num_folds=0,  # > 0: cross-validate train_split (== eval_split) in this many contiguous blocks
+  fold=0,  # with num_folds: the block held out for evaluation, 0 <= fold < num_folds
+  normalize="standardize",  # standardize | unit | symmetric | none
+)
+
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -22,8 +37,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   """Reads one IDX file (optionally gzipped) into a numpy array of its stored shape."""
   path = pathlib.Path(path)
   opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
+    raise ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})") from e
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
     raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
   dtype, ndim = np.dtype(_DTYPES[data[2]]), data[3]
@@ -60,22 +78,57 @@ def read_split(directory: str | os.PathLike, prefix: str) -> tuple[np.ndarray, n
   return images[..., None], labels.astype(np.int32)
 
 
+def fold_slices(n: int, num_folds: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train indices, eval indices) of fold `fold` of `num_folds` contiguous blocks of `n`."""
+  if not 0 <= fold < num_folds:
+    raise ValueError(f"data.fold {fold} not in [0, {num_folds}) (data.num_folds={num_folds})")
+  bounds = np.linspace(0, n, num_folds + 1).round().astype(int)
+  held = np.arange(bounds[fold], bounds[fold + 1])
+  return np.setdiff1d(np.arange(n), held), held
+
+
 def load(config) -> base.Dataset:
-  """Loads `config.train_split` and `config.eval_split` from `config.data_dir`."""
+  """Loads `config.train_split` and `config.eval_split` (or one fold of them) from `data_dir`."""
+  if not config.data_dir:
+    raise ValueError(
+      f"data.data_dir is empty; name the folder of IDX files (or set ${MNIST_DIR_ENV})"
+    )
   raw = {}
   for split in (config.train_split, config.eval_split):
     prefix, _ = base.parse_split(split)
     if prefix not in raw:
       raw[prefix] = read_split(config.data_dir, prefix)
-  base.check_disjoint(config.train_split, config.eval_split, {k: len(v[1]) for k, v in raw.items()})
 
   def take(split):
     prefix, sl = base.parse_split(split)
     images, labels = raw[prefix]
     return images[sl], labels[sl]
 
-  train_x, train_y = take(config.train_split)
-  eval_x, eval_y = take(config.eval_split)
+  if config.num_folds:
+    if config.train_split != config.eval_split:
+      raise ValueError(
+        f"data.num_folds={config.num_folds} cross-validates one split, but train_split "
+        f"{config.train_split!r} != eval_split {config.eval_split!r}"
+      )
+    images, labels = take(config.train_split)
+    train_idx, eval_idx = fold_slices(len(labels), config.num_folds, config.fold)
+    train_x, train_y, eval_x, eval_y = (
+      images[train_idx],
+      labels[train_idx],
+      images[eval_idx],
+      labels[eval_idx],
+    )
+    held = f"[{eval_idx[0]}:{eval_idx[-1] + 1}]"
+    description = (
+      f"{config.name} (idx) {config.train_split} fold {config.fold}/{config.num_folds}: "
+      f"eval {held}, train the rest"
+    )
+  else:
+    base.check_disjoint(
+      config.train_split, config.eval_split, {k: len(v[1]) for k, v in raw.items()}
+    )
+    (train_x, train_y), (eval_x, eval_y) = take(config.train_split), take(config.eval_split)
+    description = f"{config.name} (idx) {config.train_split} / {config.eval_split}"
   return base.normalized_dataset(
     config.name,
     train_x,
@@ -84,5 +137,5 @@ def load(config) -> base.Dataset:
     eval_y,
     mode=config.normalize,
     num_classes=int(max(train_y.max(), eval_y.max())) + 1,
-    description=f"{config.name} (idx) {config.train_split} / {config.eval_split}",
+    description=description,
   )

@@ -18,9 +18,10 @@ import numpy as np
 from jaxvision.data import base
 
 SEQ_LENGTH = 100
+DEFAULTS = dict(num_train=10_000, num_eval=2_000, seq_length=SEQ_LENGTH)
 
 
-def generate(num: int, seq_length: int, rng: np.random.Generator) -> base.Split:
+def generate(num: int, seq_length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   """Returns inputs [num, seq_length, 1] float32 and labels [num] int32."""
   if seq_length < 20:
     raise ValueError(f"seq_length must be at least 20, got {seq_length}")
@@ -32,20 +33,20 @@ def generate(num: int, seq_length: int, rng: np.random.Generator) -> base.Split:
   labels = (x[rows, first] + x[rows, second] > 1.0).astype(np.int32)
   x[rows, first] *= -1.0
   x[rows, second] *= -1.0
-  return base.Split(x[..., None], labels)
+  return x[..., None], labels
 
 
 def load(config) -> base.Dataset:
-  """`config.num_train` / `config.num_eval` sequences of `config.seq_length` (default 100)."""
+  """`config.num_train` / `config.num_eval` sequences of `config.seq_length` (0: 100)."""
   if config.num_train <= 0 or config.num_eval <= 0:
     raise ValueError("marked_sum needs data.num_train and data.num_eval > 0")
   length = config.seq_length or SEQ_LENGTH
   train = generate(config.num_train, length, np.random.default_rng([0, 1]))
   eval_ = generate(config.num_eval, length, np.random.default_rng([0, 2]))
-  return base.Dataset(
-    name="marked_sum",
-    train=train,
-    eval=eval_,
+  return base.classification_dataset(
+    "marked_sum",
+    *train,
+    *eval_,
     num_classes=2,
     description=f"marked_sum (generated) length {length}, {config.num_train} / {config.num_eval}",
   )

@@ -11,9 +11,11 @@ from mnist1d.data import get_dataset_args, make_dataset
 
 from jaxvision.data import base
 
+DEFAULTS = {}  # MNIST-1D is defined by the package defaults; nothing to choose
+
 
 def load(config) -> base.Dataset:
-  """Returns inputs [N, 40, 1] float32 and labels [N] int32."""
+  """Returns inputs [N, 40, 1] float32 and class-id targets [N] int32."""
   del config  # MNIST-1D is defined by the package defaults; nothing to choose.
   # make_dataset seeds numpy's global generator; keep the caller's global state untouched.
   saved = np.random.get_state()
@@ -21,11 +23,13 @@ def load(config) -> base.Dataset:
     d = make_dataset(get_dataset_args())
   finally:
     np.random.set_state(saved)
-  as_split = lambda x, y: base.Split(x.astype(np.float32)[..., None], y.astype(np.int32))
-  return base.Dataset(
-    name="mnist1d",
-    train=as_split(d["x"], d["y"]),
-    eval=as_split(d["x_test"], d["y_test"]),
+  as_inputs = lambda x: x.astype(np.float32)[..., None]
+  return base.classification_dataset(
+    "mnist1d",
+    as_inputs(d["x"]),
+    d["y"],
+    as_inputs(d["x_test"]),
+    d["y_test"],
     num_classes=10,
     description="mnist1d (generated, package defaults) 4000 / 1000",
   )

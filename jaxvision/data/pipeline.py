@@ -1,4 +1,4 @@
-"""Deterministic, seed-controlled batching of an in-memory split.
+"""Deterministic, seed-controlled batching of any source (see `jaxvision.data.base`).
 
 A batch is a pure function of (seed, step): epoch `e` visits the examples in the order
 `default_rng([seed, e]).permutation(n)`, dropping the remainder. The data position saved with a
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxvision.data.base import Split
+from jaxvision.data.base import Batch, Source
 
 
 class BatchSampler:
@@ -38,21 +38,26 @@ class BatchSampler:
     epoch, i = divmod(step, self.steps_per_epoch)
     return self.permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
 
-  def batch(self, split: Split, step: int) -> dict[str, np.ndarray]:
-    idx = self.indices(step)
-    return {"inputs": split.inputs[idx], "labels": split.labels[idx]}
+  def batch(self, source: Source, step: int) -> Batch:
+    return source.get(self.indices(step))
 
 
-def eval_batches(split: Split, batch_size: int):
-  """Yields the whole split in order, the last batch padded; `mask` is 1 on real examples."""
-  n = len(split)
+def eval_batches(source: Source, batch_size: int):
+  """Yields the whole source in order, the last batch zero-padded to `batch_size`.
+
+  Every array is padded along its leading axis whatever its shape; `mask` [batch_size] is 1 on
+  real examples and 0 on padding, so evaluators sum over real examples only.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"eval batch size must be positive, got {batch_size}")
+  n = len(source)
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
+    batch = source.get(np.arange(start, stop))
     pad = batch_size - (stop - start)
-    inputs, labels = split.inputs[start:stop], split.labels[start:stop]
-    mask = np.ones(stop - start, np.float32)
+    batch["mask"] = np.ones(stop - start, np.float32)
     if pad:
-      inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
-      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-      mask = np.concatenate([mask, np.zeros(pad, np.float32)])
-    yield {"inputs": inputs, "labels": labels, "mask": mask}
+      batch = {
+        k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()
+      }
+    yield batch

@@ -12,6 +12,14 @@ import tensorflow_datasets as tfds
 
 from jaxvision.data import base
 
+DEFAULTS = dict(
+  name="mnist",  # the TFDS name
+  data_dir="",  # "" = TFDS's default data dir; the set must be prepared there
+  train_split="train",
+  eval_split="test",
+  normalize="standardize",  # standardize | unit | symmetric | none
+)
+
 
 def _read(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
   try:

@@ -1,67 +1,111 @@
-"""Model families. `create_model(config.model, num_classes=...)` builds one by name."""
+"""The model registry: `config.model.name` picks a family module's preset; the config overrides.
+
+Each family module (cnn.py, rnn.py, ...) lists its named models in `PRESETS` (see `Preset`);
+adding a family is a new module and one line in `FAMILIES`. `model_config(name, **changes)` holds
+the preset's name and only what the experiment changes: every other attribute is an empty typed
+placeholder, so `--config.model.ATTR=value` still overrides it, and switching
+`--config.model.name` switches the whole preset (big_vision's `model_name` + `model=dict(...)`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 
 import flax.linen as nn
 import ml_collections
+from ml_collections.config_dict import placeholder
 
-from jaxvision.models import cnn, rnn
+from jaxvision.models.preset import Preset
 
-MODELS = {
-  "cnn_a": cnn.CNN_A,
-  "cnn_b": cnn.CNN_B,
-  "cnn_1d": cnn.CNN_1D,
-  "convnet": cnn.ConvNet,
-  "lstm": rnn.LSTM,
-  "gru": rnn.GRU,
-  "seed_lstm": rnn.SEED_LSTM,
-}
-_FROM_DATA = ("num_classes",)  # attributes set from the data set, not the config
+FAMILIES = (
+  "jaxvision.models.cnn",
+  "jaxvision.models.rnn",
+  "jaxvision.models.mlp",
+  "jaxvision.models.dcgan",
+)
+# Attributes that come from the data or the device strategy, never from the config.
+DATA_ATTRS = ("num_classes", "output_shape", "axis_name", "parent", "name")
 
 
-def _defaults(name: str) -> dict:
-  """Every configurable attribute of model `name` with its default value."""
-  variant = MODELS[name]
-  cls, keywords = (
-    (variant.func, variant.keywords) if isinstance(variant, functools.partial) else (variant, {})
-  )
-  fields = {
+@functools.cache
+def presets() -> dict[str, Preset]:
+  """Every registered preset by name (the family modules are imported on first use)."""
+  found = {}
+  for family in FAMILIES:
+    for name, preset in getattr(importlib.import_module(family), "PRESETS", {}).items():
+      if name in found:
+        raise ValueError(f"model name {name!r} is registered twice (in {family})")
+      found[name] = preset
+  return found
+
+
+def get_preset(name: str) -> Preset:
+  if name not in presets():
+    raise ValueError(f"unknown model {name!r}; known: {sorted(presets())}")
+  return presets()[name]
+
+
+def _fields(module: type) -> dict:
+  """Configurable attributes of a module class with their class defaults."""
+  return {
     f.name: f.default
-    for f in dataclasses.fields(cls)
-    if f.init
-    and f.name not in ("parent", "name", *_FROM_DATA)
-    and f.default is not dataclasses.MISSING
+    for f in dataclasses.fields(module)
+    if f.init and f.name not in DATA_ATTRS and f.default is not dataclasses.MISSING
   }
-  return {**fields, **keywords}
 
 
-def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
-  """`config.model` for `name`: every attribute present (so each can be overridden)."""
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-  defaults = _defaults(name)
-  unknown = set(overrides) - set(defaults)
+def model_config(name: str, **changes) -> ml_collections.ConfigDict:
+  """`config.model`: the preset `name` and the attribute values the experiment changes."""
+  preset = get_preset(name)
+  defaults = {**_fields(preset.module), **preset.attrs}
+  unknown = set(changes) - set(defaults)
   if unknown:
     raise ValueError(
       f"model {name!r} has no attributes {sorted(unknown)}; it has {sorted(defaults)}"
     )
-  return ml_collections.ConfigDict({"name": name, **defaults, **overrides})
+  slots = {}
+  for attr, value in defaults.items():
+    kind = tuple if isinstance(value, (list, tuple)) else type(value)
+    slots[attr] = changes[attr] if attr in changes else placeholder(kind)
+  return ml_collections.ConfigDict({"name": name, **slots})
 
 
-def create_model(config, **kwargs) -> nn.Module:
-  """Builds `MODELS[config.name]` with every other key of `config` as a module attribute.
+def model_attrs(config, **data_attrs) -> tuple[type, dict]:
+  """(module class, every attribute) that `config` (the experiment's `config.model`) selects."""
+  preset = get_preset(config.name)
+  fields = {f.name for f in dataclasses.fields(preset.module)}
+  changes = {k: v for k, v in config.items() if k != "name" and v is not None}
+  unknown = set(changes) - fields
+  if unknown:
+    raise ValueError(f"model {config.name!r} has no attributes {sorted(unknown)}")
+  attrs = {**preset.attrs, **changes}
+  attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()}
+  # Data attributes a module does not have (e.g. axis_name of a model without batch norm) are
+  # dropped, so a trainer passes the same ones to every model.
+  attrs.update({k: v for k, v in data_attrs.items() if k in fields})
+  return preset.module, attrs
+
+
+def create_model(config, **data_attrs) -> nn.Module:
+  """Builds the model `config` selects.
 
   Args:
-    config: the experiment's `config.model`: `name` plus attribute values.
-    **kwargs: attributes that come from the data rather than the config (e.g. num_classes).
+    config: the experiment's `config.model`: `name` plus the attributes it changes.
+    **data_attrs: attributes from the data or the device strategy (num_classes, axis_name, ...).
   """
-  if config.name not in MODELS:
-    raise ValueError(f"unknown model {config.name!r}; known: {sorted(MODELS)}")
-  attrs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k != "name"}
+  module, attrs = model_attrs(config, **data_attrs)
   try:
-    return MODELS[config.name](**attrs, **kwargs)
+    return module(**attrs)
   except TypeError as e:
     raise ValueError(f"bad attribute for model {config.name!r}: {e}") from e
+
+
+def describe(config) -> dict:
+  """The resolved attributes of `config.model` (for results.json), data attributes excluded."""
+  _, attrs = model_attrs(config)
+  return {
+    "name": config.name,
+    **{k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()},
+  }

@@ -1,7 +1,8 @@
 """Convolutional classifiers: the seeds' CNN A and CNN B, and a 1-D CNN for MNIST-1D.
 
 One module, `ConvNet`, covers all of them: its spatial rank (1-D sequences or 2-D images) is the
-length of `kernel_size`; the named variants are `functools.partial` aliases.
+length of `kernel_size`; the named variants are presets (`PRESETS`, registered by name in
+`jaxvision.models`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.models.layers import max_pool
+from jaxvision.models.preset import Preset
 
 
 class ConvNet(nn.Module):
@@ -28,6 +30,8 @@ class ConvNet(nn.Module):
     pool_window: window and stride of the max pools.
     batch_norm: batch norm after every conv and hidden dense layer.
     dropout_rate: dropout before every dense layer (0 disables it).
+    axis_name: the device axis batch norm averages its statistics over under `pmap` (set by the
+      trainer from the parallel strategy; None under jit, where a step sees the global batch).
   """
 
   num_classes: int
@@ -39,6 +43,7 @@ class ConvNet(nn.Module):
   pool_window: int = 2
   batch_norm: bool = False
   dropout_rate: float = 0.0
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool, return_features: bool = False):
@@ -54,7 +59,9 @@ class ConvNet(nn.Module):
         f"input of shape {x.shape} does not fit a {len(self.kernel_size)}-D ConvNet; "
         f"expected [batch, {len(self.kernel_size)} spatial axes, channels]"
       )
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+    norm = functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=0.9, axis_name=self.axis_name
+    )
     for width, pool in zip(self.features, self.pool, strict=True):
       x = nn.Conv(
         width, tuple(self.kernel_size), padding=self.padding, use_bias=not self.batch_norm
@@ -77,16 +84,36 @@ class ConvNet(nn.Module):
     return (logits, features) if return_features else logits
 
 
-# Seed CNN A: Conv32-pool-Conv64-pool-Conv64-Dense64-Dense10, 3x3 VALID convs (93,322 params).
-CNN_A = functools.partial(ConvNet, features=(32, 64, 64), pool=(True, True, False), dense=(64,))
-# Seed CNN B: Conv32-pool-Conv64-pool-Dense128-Dense10 (225,034 params on 28x28x1).
-CNN_B = functools.partial(ConvNet, features=(32, 64), pool=(True, True), dense=(128,))
-# 1-D CNN for MNIST-1D (length 40): four SAME conv blocks, three 2x pools, one hidden dense layer.
-CNN_1D = functools.partial(
-  ConvNet,
-  features=(64, 64, 64, 64),
-  pool=(True, True, True, False),
-  dense=(128,),
-  kernel_size=(5,),
-  padding="SAME",
-)
+MNIST = (28, 28, 1)
+PRESETS = {
+  # Seed CNN A: Conv32-pool-Conv64-pool-Conv64-Dense64-Dense10, 3x3 VALID convs.
+  "cnn_a": Preset(
+    ConvNet, dict(features=(32, 64, 64), pool=(True, True, False), dense=(64,)), MNIST, 93_322
+  ),
+  # Seed CNN B: Conv32-pool-Conv64-pool-Dense128-Dense10.
+  "cnn_b": Preset(
+    ConvNet, dict(features=(32, 64), pool=(True, True), dense=(128,)), MNIST, 225_034
+  ),
+  # CNN A with batch norm after every conv and hidden dense layer.
+  "cnn_a_bn": Preset(
+    ConvNet,
+    dict(features=(32, 64, 64), pool=(True, True, False), dense=(64,), batch_norm=True),
+    MNIST,
+    93_546,
+  ),
+  # 1-D CNN for MNIST-1D (length 40): four SAME conv blocks, three 2x pools, one dense layer.
+  "cnn_1d": Preset(
+    ConvNet,
+    dict(
+      features=(64, 64, 64, 64),
+      pool=(True, True, True, False),
+      dense=(128,),
+      kernel_size=(5,),
+      padding="SAME",
+    ),
+    (40, 1),
+    104_394,
+  ),
+  # The class defaults (CNN A's layers); experiments set what they change.
+  "convnet": Preset(ConvNet, {}, MNIST, 93_322),
+}

@@ -14,6 +14,8 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.models.preset import Preset
+
 POOLINGS = ("last", "mean")
 
 
@@ -171,7 +173,15 @@ class RNNClassifier(nn.Module):
     return nn.Dense(self.num_classes)(h)
 
 
-LSTM = functools.partial(RNNClassifier, cell="lstm")
-GRU = functools.partial(RNNClassifier, cell="gru")
-# The seeds' RNN: three stacked LSTM(64) layers over a (100, 1) sequence, binary output.
-SEED_LSTM = functools.partial(RNNClassifier, cell="lstm", hidden_size=64, num_layers=3)
+PRESETS = {
+  "lstm": Preset(RNNClassifier, dict(cell="lstm"), (40, 1), 17_546),
+  "gru": Preset(RNNClassifier, dict(cell="gru"), (40, 1), 13_386),
+  # The seeds' RNN: three stacked LSTM(64) layers over a (100, 1) sequence, binary output.
+  "seed_lstm": Preset(
+    RNNClassifier,
+    dict(cell="lstm", hidden_size=64, num_layers=3),
+    (100, 1),
+    83_074,
+    {"num_classes": 2},
+  ),
+}

@@ -1,7 +1,8 @@
-"""Supervised classification: `train_step`, `eval_step` and `train_and_evaluate`.
+"""Supervised classification: `train_step`, `train_steps` and `train_and_evaluate`.
 
-Steps are pure functions of explicit pytrees, compiled once with `jax.jit` (train state donated)
-and run data-parallel over the mesh from `jaxvision.parallel`.
+Steps are pure functions of explicit pytrees, written once for the global batch; the parallel
+strategy compiles and places them (`axis_name` is None under sharded jit, the device axis under
+pmap) and the shared loop (`jaxvision.train.loop`) does the periodic work.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import numpy as np
 import optax
 
 from jaxvision import data as data_lib
-from jaxvision import metrics, models, optim, parallel, xla
+from jaxvision import models, optim, parallel, xla
 from jaxvision.data import augment
-from jaxvision.train.common import Run, TrainState, num_params, steps_this_call
+from jaxvision.evaluators import common as evaluators_lib
+from jaxvision.train import loop
+from jaxvision.train.common import TrainState, num_params
 
 
 def create_train_state(model, tx, example_inputs, key) -> TrainState:
@@ -37,6 +40,11 @@ def _variables(state: TrainState, params) -> dict:
   return {"params": params}
 
 
+def predict(state: TrainState, inputs: jax.Array) -> jax.Array:
+  """Logits [B, K] of inputs [B, ...] in inference mode (the "predict" evaluators use)."""
+  return state.apply_fn(_variables(state, state.params), inputs, train=False)
+
+
 def train_step(
   state: TrainState,
   batch: dict,
@@ -45,23 +53,29 @@ def train_step(
   learning_rate_fn,
   max_shift: int = 0,
   label_smoothing: float = 0.0,
+  axis_name: str | None = None,
 ):
-  """One optimizer step on a batch {"inputs": [B, ...], "labels": [B]}.
+  """One optimizer step on a batch {"inputs": [B, ...], "targets": [B] class ids}.
 
   Args:
-    state: the train state (donated by the caller's `jit`).
-    batch: the global batch.
+    state: the train state (donated by the caller's compiled step).
+    batch: the global batch (under pmap: this device's rows of it).
     key: the run's base PRNG key; this step's keys derive from it by `fold_in(key, step)`.
     learning_rate_fn: the schedule, logged as `learning_rate`.
-    max_shift: random-shift augmentation (0: none).
+    max_shift: random-shift augmentation (0: none); shifts are drawn for the global batch, so
+      every strategy and device count augments each example alike.
     label_smoothing: cross-entropy label smoothing.
+    axis_name: the device axis under pmap (gradients, metrics and batch statistics are averaged
+      over it); None under sharded jit.
 
   Returns:
     (new state, {"train_loss", "train_accuracy", "learning_rate", "grad_norm"}).
   """
   aug_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
-  inputs = augment.random_shift(aug_key, batch["inputs"], max_shift)
-  labels = batch["labels"]
+  if axis_name is not None:  # dropout masks differ per device (cannot match one device exactly)
+    dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+  inputs = augment.random_shift(aug_key, batch["inputs"], max_shift, axis_name=axis_name)
+  labels = batch["targets"]
   mutable = ["batch_stats"] if state.batch_stats else False
 
   def loss_fn(params):
@@ -74,6 +88,7 @@ def train_step(
     return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = parallel.pmean(grads, axis_name)
   new_state = state.apply_gradients(
     grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
   )
@@ -83,16 +98,17 @@ def train_step(
     "learning_rate": learning_rate_fn(state.step),
     "grad_norm": optax.global_norm(grads),
   }
-  return new_state, step_metrics
+  return new_state, parallel.pmean(step_metrics, axis_name)
 
 
 def train_steps(state: TrainState, data: dict, indices: jax.Array, key: jax.Array, **kwargs):
   """`len(indices)` train steps in one compiled loop, gathering batches from on-device data.
 
   Args:
-    state: the train state (donated by the caller's `jit`).
-    data: the whole train split on device, {"inputs": [N, ...], "labels": [N]}.
-    indices: [K, B] example indices of K consecutive global batches.
+    state: the train state (donated by the caller's compiled step).
+    data: the whole train split on device, {"inputs": [N, ...], "targets": [N]}.
+    indices: [K, B] example indices of K consecutive global batches (under pmap: this device's
+      columns).
     key: the run's base PRNG key, as for `train_step`.
     **kwargs: `train_step`'s keyword arguments.
 
@@ -107,64 +123,57 @@ def train_steps(state: TrainState, data: dict, indices: jax.Array, key: jax.Arra
   return jax.lax.scan(body, state, indices)
 
 
-def eval_step(state: TrainState, batch: dict) -> dict:
-  """Sums of loss and correct predictions over the real (mask == 1) examples of a batch."""
-  logits = state.apply_fn(_variables(state, state.params), batch["inputs"], train=False)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
-  correct = jnp.argmax(logits, -1) == batch["labels"]
-  mask = batch["mask"]
-  return {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
-
-
-def evaluate(eval_fn, state, split: data_lib.Split, batch_size: int, mesh) -> dict:
-  """Loss and accuracy over the whole split; sums stay on device until the end."""
-  totals = None
-  for batch in data_lib.eval_batches(split, batch_size):
-    sums = eval_fn(state, parallel.shard_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  return {
-    "eval_loss": float(totals["loss"] / totals["count"]),
-    "eval_accuracy": float(totals["correct"] / totals["count"]),
-  }
+def validate(config, strategy) -> None:
+  loop.validate(config)
+  strategy.check_batch_size(config.data.batch_size, "data.batch_size")
+  strategy.check_batch_size(config.data.eval_batch_size, "data.eval_batch_size")
+  if config.augment.max_shift < 0:
+    raise ValueError(f"config.augment.max_shift={config.augment.max_shift} must be >= 0")
+  if not 0.0 <= config.label_smoothing < 1.0:
+    raise ValueError(f"config.label_smoothing={config.label_smoothing} must be in [0, 1)")
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict,
-  workdir: str,
-  *,
-  halt_after_steps: int | None = None,
-  invocation: dict | None = None,
-) -> dict:
+  config: ml_collections.ConfigDict, workdir: str, options: loop.Options | None = None
+) -> loop.Outcome:
   """Trains `config.model` on `config.data`, resuming from `<workdir>/checkpoints` if present.
 
   Args:
     config: the experiment config (see `experiments/`).
     workdir: where checkpoints, metrics and results go.
-    halt_after_steps: stop, with a checkpoint, once this many steps are done (a time-limited job
-      slot); rerunning the same command continues. None runs to `config.num_train_steps`.
-    invocation: how the run was launched (command, config file), recorded in results.json.
+    options: halt_after_steps, allow_config_change and the invocation recorded in results.json.
 
   Returns:
-    The final eval metrics (empty when halted early).
+    How the run ended, with the final eval metrics when it finished.
   """
-  mesh = parallel.create_mesh(config.parallel.num_devices)
-  parallel.check_batch_size(config.data.batch_size, mesh)
-  parallel.check_batch_size(config.data.eval_batch_size, mesh, "eval_batch_size")
+  strategy = parallel.create_strategy(config.parallel)
+  validate(config, strategy)
   dataset = data_lib.load_dataset(config.data)
-  model = models.create_model(config.model, num_classes=dataset.num_classes)
-  tx, schedule = optim.create_optimizer(config.optimizer, config.schedule, config.num_train_steps)
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  example = jnp.zeros((1, *dataset.input_shape), jnp.float32)
-
-  run = Run(config, workdir)
-  state = run.restore_or_create(
-    lambda: create_train_state(model, tx, example, init_key), parallel.replicated(mesh)
+  model = models.create_model(
+    config.model, num_classes=dataset.num_classes, axis_name=strategy.axis_name
   )
-  start_step = int(state.step)
+  tx, schedule = optim.create_optimizer(config.optimizer, config.schedule, config.num_train_steps)
+  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+  example = jnp.zeros((1, *dataset.input_shape), jnp.float32)
+  sampler = data_lib.BatchSampler(len(dataset.train), config.data.batch_size, config.seed)
+  evaluators = evaluators_lib.from_config(
+    config.evaluators,
+    evaluators_lib.Context(
+      predict_fns={"predict": predict},
+      dataset=dataset,
+      strategy=strategy,
+      workdir=workdir,
+      key=eval_key,
+      batch_size=config.data.eval_batch_size,
+    ),
+  )
+
+  run = loop.Run(config, workdir, strategy, options)
+  state = run.restore_or_create(lambda: create_train_state(model, tx, example, init_key))
   print(
     f"{dataset.description}: {len(dataset.train)} train / {len(dataset.eval)} eval; "
-    f"{config.model.name}: {num_params(state.params):,} params; {mesh.size} devices",
+    f"{config.model.name}: {num_params(strategy.global_state(state).params):,} params; "
+    f"{strategy.num_devices} devices ({strategy.name})",
     flush=True,
   )
 
@@ -172,60 +181,34 @@ def train_and_evaluate(
     learning_rate_fn=schedule,
     max_shift=config.augment.max_shift,
     label_smoothing=config.label_smoothing,
+    axis_name=strategy.axis_name,
   )
-  compiler_options = xla.compiler_options(config.xla)
-  p_train_step = jax.jit(
-    functools.partial(train_step, **step_kwargs),
-    donate_argnums=0,
-    compiler_options=compiler_options,
-  )
-  p_eval_step = jax.jit(eval_step, compiler_options=compiler_options)
+  options_xla = xla.compiler_options(config.xla)
+  compile_ = functools.partial(strategy.compile, donate_state=True, compiler_options=options_xla)
+  p_train_step = compile_(functools.partial(train_step, **step_kwargs))
   if config.steps_per_call > 1:
-    p_train_steps = jax.jit(
-      functools.partial(train_steps, **step_kwargs),
-      donate_argnums=0,
-      compiler_options=compiler_options,
+    p_train_steps = compile_(
+      functools.partial(train_steps, **step_kwargs), state_args=(0, 1), batch_args=(2,)
     )
-    device_data = parallel.replicate(
-      {"inputs": dataset.train.inputs, "labels": dataset.train.labels}, mesh
-    )
-  sampler = data_lib.BatchSampler(len(dataset.train), config.data.batch_size, config.seed)
-  last_step = config.num_train_steps
-  if halt_after_steps is not None:
-    last_step = min(last_step, halt_after_steps)
-  intervals = (config.log_every_steps, config.eval_every_steps, config.checkpoint.every_steps)
+    device_data = strategy.place_state(dict(dataset.train.arrays))
 
-  step, window, window_start = start_step, [], start_step + 1
-  while step < last_step:
-    k = steps_this_call(step, config.steps_per_call, intervals, last_step)
-    if k > 1:
-      indices = np.stack([sampler.indices(s) for s in range(step, step + k)])  # [K, B]
-      indices = parallel.shard_batch(indices, mesh, batch_axis=1)
-      state, step_metrics = p_train_steps(state, device_data, indices, train_key)
-    else:
-      batch = parallel.shard_batch(sampler.batch(dataset.train, step), mesh)
-      state, step_metrics = p_train_step(state, batch, train_key)
-    window.append(step_metrics)
-    step += k
-    if step % config.log_every_steps == 0 or step == last_step:
-      run.writer.write(step, metrics.summarize(window, window_start))
-      window, window_start = [], step + 1
-    if step % config.eval_every_steps == 0 and step != config.num_train_steps:
-      run.writer.write(
-        step, evaluate(p_eval_step, state, dataset.eval, config.data.eval_batch_size, mesh)
+  def advance(state, step, k):
+    if k == 1:
+      return p_train_step(
+        state, strategy.place_batch(sampler.batch(dataset.train, step)), train_key
       )
-    if run.save_and_maybe_stop(step, state, last_step):
-      break
+    indices = np.stack([sampler.indices(s) for s in range(step, step + k)])  # [K, B]
+    return p_train_steps(state, device_data, strategy.place_batch(indices, 1), train_key)
 
-  if int(state.step) < config.num_train_steps:
-    return run.halt(int(state.step))
-  final = evaluate(p_eval_step, state, dataset.eval, config.data.eval_batch_size, mesh)
-  return run.finish(
-    config,
-    final,
-    {
-      **(invocation or {}),
+  return loop.train(
+    run,
+    state,
+    advance,
+    evaluators,
+    steps_per_call=config.steps_per_call,
+    results=lambda state: {
       "dataset": dataset.description,
-      "num_params": num_params(state.params),
+      "num_params": num_params(strategy.global_state(state).params),
+      "model": models.describe(config.model),
     },
   )

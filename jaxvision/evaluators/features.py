@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import config_lib, models
-from jaxvision.data import base, load_dataset
-from jaxvision.train.common import load_config, restore_latest
+from jaxvision import data as data_lib
+from jaxvision import models
+from jaxvision.data import base
+from jaxvision.workdir import load_config, restore_latest
 
 
 class ClassifierFeatures:
@@ -22,11 +23,12 @@ class ClassifierFeatures:
     config = load_config(workdir)
     state, meta = restore_latest(workdir)
     self.step = meta["step"]
-    # Keys a newer jaxvision added take their defaults, so older workdirs still load.
-    raw = config_lib.data_config(
-      **{**config.data.to_dict(), "normalize": "none", "shuffle_labels": False}
-    )
-    dataset = load_dataset(raw)
+    # Keys a newer jaxvision added take their defaults and keys it dropped are ignored, so
+    # older workdirs still load.
+    known = data_lib.data_config(config.data.source)
+    saved = {k: v for k, v in config.data.to_dict().items() if k in known}
+    raw = data_lib.data_config(**{**saved, "normalize": "none", "shuffle_labels": False})
+    dataset = data_lib.load_dataset(raw)
     self.num_classes = dataset.num_classes
     self._normalize = base.Normalizer(config.data.normalize, dataset.train.inputs)
     model = models.create_model(config.model, num_classes=dataset.num_classes)

@@ -1,0 +1,1 @@
+"""Evaluators, declared in `config.evaluators` and built by `common.from_config`."""

@@ -1,0 +1,70 @@
+"""Pluggable evaluators (big_vision's `evaluators/common.py`): declared in the config, built here.
+
+`config.evaluators` maps a name to a block with a `type` (a key of `TYPES`) and that type's
+settings. Every evaluator has `metrics` (the `MetricSpec`s it reports, so the report renders them
+without guessing the run's kind) and `run(state, step) -> {name: value}`; its metric names start
+with its own name (evaluator "eval" reports "eval_accuracy"). Evaluators reach the model only
+through the trainer's named prediction functions (`predict_fns`, e.g. "predict" or "generate")
+and the devices only through the parallel strategy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+TYPES = {
+  "classification": "jaxvision.evaluators.classification",
+  "gan": "jaxvision.evaluators.gan",
+}
+FORMATS = ("percent", "float", "int")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+  """How a metric is shown: `format` percent|float|int, `better` higher|lower|None."""
+
+  name: str
+  label: str
+  format: str = "float"
+  better: str | None = None
+
+  def as_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What an evaluator may use: the trainer's prediction functions, data, devices, workdir."""
+
+  predict_fns: dict  # name -> pure fn(state, inputs) (unjitted; evaluators compile them)
+  dataset: object  # jaxvision.data.Dataset
+  strategy: object  # jaxvision.parallel.Strategy
+  workdir: str
+  key: object  # a PRNG key for evaluators that sample
+  batch_size: int  # default evaluation batch size (config.data.eval_batch_size)
+  info: dict = dataclasses.field(default_factory=dict)  # trainer facts, e.g. {"z_dim": 100}
+
+
+def from_config(config, context: Context) -> list:
+  """Builds every evaluator of `config` (the experiment's `config.evaluators`), in order."""
+  evaluators = []
+  for name, block in config.items():
+    kind = block.get("type")
+    if kind not in TYPES:
+      raise ValueError(f"evaluators.{name}.type {kind!r} unknown; expected one of {sorted(TYPES)}")
+    module = importlib.import_module(TYPES[kind])
+    settings = {k: v for k, v in block.items() if k != "type"}
+    evaluators.append(module.Evaluator(name, context, **settings))
+  return evaluators
+
+
+def run_all(evaluators, state, step: int) -> dict:
+  out = {}
+  for evaluator in evaluators:
+    out.update(evaluator.run(state, step))
+  return out
+
+
+def declared(evaluators) -> list[dict]:
+  return [spec.as_dict() for e in evaluators for spec in e.metrics]

@@ -1,0 +1,175 @@
+"""GAN inpainting: masks, latent fitting on a known toy generator, and the CLI around a GAN run."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxvision import checkpoint, config_lib, inpaint, models
+from jaxvision import data as data_lib
+from tests.conftest import REPO
+
+Z_DIM, SHAPE = 8, (8, 8, 1)
+
+
+def toy_generator():
+  """A fixed random linear map z -> pre-activations ~ N(0, 1) per pixel, then tanh."""
+  weights = jax.random.normal(jax.random.key(0), (Z_DIM, int(np.prod(SHAPE)))) / np.sqrt(Z_DIM)
+  return lambda z: jnp.tanh(z @ weights).reshape(z.shape[0], *SHAPE)
+
+
+@pytest.mark.parametrize(
+  "kind, hidden_fraction", [("center", 0.25), ("left", 0.5), ("random", 0.5)]
+)
+def test_mask_shapes_and_fractions(kind, hidden_fraction):
+  mask = np.asarray(inpaint.make_mask(kind, (3, 28, 28, 3), jax.random.key(0)))
+  assert mask.shape == (3, 28, 28, 1) and set(np.unique(mask)) == {0.0, 1.0}
+  np.testing.assert_array_equal((1 - mask).mean(axis=(1, 2, 3)), hidden_fraction)
+  hole = mask[0, ..., 0] == 0
+  if kind == "center":  # the middle 14x14
+    assert hole[7:21, 7:21].all() and hole.sum() == 14 * 14
+  if kind == "left":
+    assert hole[:, :14].all() and not hole[:, 14:].any()
+  if kind == "random":
+    assert not np.array_equal(mask[0], mask[1])  # each image its own pixels
+    again = inpaint.make_mask(kind, (3, 28, 28, 3), jax.random.key(0))
+    np.testing.assert_array_equal(mask, again)  # seeded
+  with pytest.raises(ValueError, match="unknown mask"):
+    inpaint.make_mask("top", (1, 8, 8, 1))
+
+
+def test_hole_mse_counts_only_the_hole():
+  original = jnp.zeros((2, 4, 4, 2))
+  mask = inpaint.make_mask("left", original.shape)  # 8 of 16 pixels hidden per image
+  repaired = original.at[:, :, :2].set(0.5).at[:, :, 2:].set(100.0)  # visible errors ignored
+  assert inpaint.hole_mse(repaired, original, mask) == pytest.approx(0.25)
+
+
+def test_fitted_latents_recover_a_known_image_in_the_hole():
+  generate = toy_generator()
+  z_star = jax.random.normal(jax.random.key(1), (16, Z_DIM))
+  targets = generate(z_star)  # [16, 8, 8, 1]
+  mask = inpaint.make_mask("random", targets.shape, jax.random.key(2))
+  repaired, z = inpaint.inpaint(
+    generate, targets, mask, jax.random.key(3), z_dim=Z_DIM, steps=300, lr=0.05, prior_weight=1e-4
+  )
+  assert z.shape == (16, Z_DIM)
+  np.testing.assert_array_equal(repaired * mask, targets * mask)  # visible pixels kept as they are
+  mean_image = jnp.mean(generate(jax.random.normal(jax.random.key(4), (1000, Z_DIM))), axis=0)
+  gan_mse = inpaint.hole_mse(repaired, targets, mask)
+  mean_mse = inpaint.hole_mse(inpaint.composite(targets, mask, mean_image), targets, mask)
+  assert gan_mse < 1e-3 and gan_mse < 0.02 * mean_mse, (gan_mse, mean_mse)
+
+
+def test_prior_pulls_latents_towards_zero():
+  generate = toy_generator()
+  targets = generate(jax.random.normal(jax.random.key(1), (4, Z_DIM)))
+  nothing_visible = jnp.zeros((4, 8, 8, 1))
+  z = inpaint.fit_latents(
+    generate, targets, nothing_visible, jax.random.key(3), 200, 0.05, 1.0, z_dim=Z_DIM
+  )
+  assert float(jnp.abs(z).max()) < 0.05  # with no data the prior's minimum, z = 0
+
+
+def run_cli(*args):
+  return subprocess.run(
+    [sys.executable, "-m", "jaxvision.inpaint", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  out = run_cli(f"--workdir={tmp_path / 'missing'}", f"--out={tmp_path / 'x.png'}")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines() == [
+    f"inpaint: error: workdir {str(tmp_path / 'missing')!r} does not exist"
+  ]
+  (tmp_path / "clf").mkdir()
+  (tmp_path / "clf" / "config.json").write_text(json.dumps({"trainer": "classifier"}))
+  with pytest.raises(ValueError, match="not a GAN run"):
+    inpaint.load(str(tmp_path / "clf"))
+
+
+def tiny_digits_gan_config():
+  """A GAN on the 8x8 digits (2x2 -> 4x4 -> 8x8) with networks small enough for tests."""
+  config = config_lib.gan_base_config()
+  config.data = data_lib.data_config("digits", normalize="symmetric", batch_size=32)
+  config.generator.features = (16, 8)
+  config.discriminator.features = (8, 16)
+  config.z_dim = 16
+  config.ema_decay = 0.9
+  config.num_train_steps = config.log_every_steps = config.eval_every_steps = 2
+  config.checkpoint.every_steps = 2
+  config.evaluators.eval.num_samples = config.evaluators.eval.batch_size = 16
+  config.evaluators.eval.grid_size = 8  # multiples of the 8 test devices
+  return config
+
+
+def write_gan_workdir(workdir, config, step=7, num_classes=0):
+  """What the GAN trainer leaves in a workdir (config.json, a checkpoint), without training."""
+  workdir.mkdir()
+  (workdir / "config.json").write_text(config.to_json_best_effort())
+  generator = models.create_model(config.generator, output_shape=(8, 8, 1), num_classes=num_classes)
+  labels = jnp.zeros((1,), jnp.int32) if num_classes else None
+  shapes = jax.eval_shape(
+    lambda: generator.init(jax.random.key(0), jnp.zeros((1, config.z_dim)), labels, train=False)
+  )
+  # Random weights from numpy: a real init compiles every initializer (slow on a busy CPU).
+  rng = np.random.default_rng(0)
+
+  def fill(path, s):
+    if path[-1].key == "var":  # batch-norm variances must stay positive
+      return np.ones(s.shape, np.float32)
+    return (0.3 * rng.normal(size=s.shape)).astype(np.float32)
+
+  variables = jax.tree_util.tree_map_with_path(fill, shapes)
+  state = {
+    "g_params": variables["params"],
+    "g_batch_stats": variables["batch_stats"],
+    "ema_params": variables["params"],
+  }
+  checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), every_steps=1, keep=1)
+  checkpointer.save(step, state, {"step": step, "image_shape": [8, 8, 1]})
+  checkpointer.close()
+
+
+def check_run(gan_run, step, tmp_path):
+  assert gan_run.eval_images.shape == (360, 8, 8, 1) and gan_run.z_dim == 16
+  assert gan_run.eval_labels.shape == (360,) and gan_run.mean_image.shape == (8, 8, 1)
+  dark = lambda x: x[:, 2:6, 2:6].mean((1, 2, 3)) < 0
+  classify = lambda x: np.stack([dark(x), ~dark(x)], -1)  # a stand-in: class 0 iff dark centre
+  results = inpaint.run(
+    gan_run, "center", num=32, steps=20, classify=classify, out=str(tmp_path / "grid.png"), scale=1
+  )
+  assert results["num_images"] == 32 and results["step"] == step
+  for key in ("hole_mse_gan", "hole_mse_mean_fill", "visible_mse_gan"):
+    assert np.isfinite(results[key]) and results[key] > 0, key
+  images, labels = gan_run.eval_images[:32], gan_run.eval_labels[:32]
+  expected = np.mean(np.where(dark(images), labels == 0, labels == 1))
+  assert results["accuracy_original"] == pytest.approx(expected)
+  assert Image.open(tmp_path / "grid.png").size == (16 * 10 + 2, 3 * 10 + 2)  # 3 rows of 16
+
+
+def test_run_on_a_gan_workdir(tmp_path):
+  write_gan_workdir(tmp_path / "gan", tiny_digits_gan_config())
+  check_run(inpaint.load(str(tmp_path / "gan")), 7, tmp_path)
+  write_gan_workdir(tmp_path / "cgan", tiny_digits_gan_config(), num_classes=10)
+  with pytest.raises(ValueError, match="class-conditional"):
+    inpaint.load(str(tmp_path / "cgan"))
+
+
+@pytest.mark.slow
+def test_run_on_a_trained_digits_gan(tmp_path):
+  """The same on a workdir the real trainer wrote (minutes on a busy 2-core machine)."""
+  from jaxvision.train import gan
+
+  gan.train_and_evaluate(tiny_digits_gan_config(), str(tmp_path / "gan"))
+  check_run(inpaint.load(str(tmp_path / "gan")), 2, tmp_path)

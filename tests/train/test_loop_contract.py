@@ -1,0 +1,142 @@
+"""Every trainer through the shared loop's contract: halt after 0 and after N steps, SIGTERM and
+Ctrl-C, an exception inside the step (run closed, handlers restored), a NaN in any loss."""
+
+import json
+import os
+import signal
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import digits_cnn, mnist1d_rnn, mnist_dcgan
+from jaxvision import data, models
+from jaxvision.data import pipeline
+from jaxvision.train import classifier, gan, loop
+from jaxvision.workdir import restore_latest
+
+
+def _short(config, steps=8):
+  config.num_train_steps = steps
+  config.log_every_steps = 2
+  config.eval_every_steps = 4
+  config.checkpoint.every_steps = 2
+  config.checkpoint.keep = 10
+  if "schedule" in config:
+    config.schedule.warmup_steps = 1
+  return config
+
+
+def classifier_config():
+  return _short(digits_cnn.get_config())
+
+
+def rnn_config():
+  config = _short(mnist1d_rnn.get_config("gru"))
+  config.model.hidden_size = 8
+  config.steps_per_call = 2
+  return config
+
+
+def gan_config():
+  config = _short(mnist_dcgan.get_config("idx"))
+  config.data = data.data_config("digits", normalize="symmetric", batch_size=32)
+  config.generator = models.model_config("dcgan_generator", features=(16, 8))
+  config.discriminator = models.model_config("dcgan_discriminator", features=(8, 16))
+  config.z_dim = 8
+  config.evaluators.eval.update(classifier_workdir="", batch_size=8, grid_size=8)
+  return config
+
+
+# trainer module, config, the loss keys its step returns
+TRAINERS = {
+  "classifier": (classifier, classifier_config, ("train_loss",)),
+  "rnn": (classifier, rnn_config, ("train_loss",)),
+  "gan": (gan, gan_config, ("d_loss", "g_loss")),
+}
+
+
+def _steps_saved(workdir):
+  return sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+
+
+@pytest.fixture(params=sorted(TRAINERS))
+def trainer(request):
+  return TRAINERS[request.param]
+
+
+def test_halt_after_zero_and_n_steps_then_finish(trainer, tmp_path):
+  module, make_config, _ = trainer
+  config = make_config()
+  outcome = module.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=0))
+  assert (outcome.status, outcome.step) == ("halted", 0)
+  assert _steps_saved(tmp_path) == [0] and not (tmp_path / "results.json").exists()
+  outcome = module.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=3))
+  assert (outcome.status, outcome.step) == ("halted", 3)
+  assert 3 in _steps_saved(tmp_path)
+  outcome = module.train_and_evaluate(config, str(tmp_path))
+  assert (outcome.status, outcome.step) == ("finished", 8)
+  assert json.loads((tmp_path / "results.json").read_text())["num_train_steps"] == 8
+  steps = [json.loads(r)["step"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  train_rows = [s for s in steps if s % 2 == 0]
+  assert train_rows == sorted(train_rows), "log rows in order, none repeated"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_at_the_next_step_and_stops(trainer, signum, tmp_path, monkeypatch):
+  module, make_config, _ = trainer
+  original = pipeline.BatchSampler.indices
+
+  def indices(self, step):  # the signal arrives while step 5 is being prepared
+    if step == 4:
+      os.kill(os.getpid(), signum)
+    return original(self, step)
+
+  monkeypatch.setattr(pipeline.BatchSampler, "indices", indices)
+  handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+  outcome = module.train_and_evaluate(make_config(), str(tmp_path))
+  # Stopped after the compiled call that ran step 5 (the RNN runs 2 steps per call).
+  assert outcome.status == "preempted" and outcome.step == (6 if make_config is rnn_config else 5)
+  assert _steps_saved(tmp_path)[-1] == outcome.step
+  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+
+
+def test_an_exception_in_the_step_closes_the_run(trainer, tmp_path, monkeypatch):
+  module, make_config, _ = trainer
+
+  def broken_step(*args, **kwargs):
+    raise RuntimeError("broken step")
+
+  monkeypatch.setattr(module, "train_step", broken_step)
+  handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+  with pytest.raises(RuntimeError, match="broken step"):
+    module.train_and_evaluate(make_config(), str(tmp_path))
+  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+  assert not (tmp_path / "results.json").exists()
+
+
+def test_a_nan_in_any_loss_stops_before_it_is_saved(trainer, tmp_path, monkeypatch):
+  module, make_config, loss_keys = trainer
+  original = module.train_step
+  bad_key = loss_keys[-1]  # the last loss the step returns (g_loss for the GAN)
+
+  def step_with_nan(state, *args, **kwargs):
+    new_state, metrics = original(state, *args, **kwargs)
+    nan_from_step_4 = jnp.where(state.step >= 4, jnp.nan, 1.0)  # step 5 on (steps done)
+    return new_state, {**metrics, bad_key: metrics[bad_key] * nan_from_step_4}
+
+  monkeypatch.setattr(module, "train_step", step_with_nan)
+  with pytest.raises(FloatingPointError, match=f"non-finite {bad_key} .* at step 5"):
+    module.train_and_evaluate(make_config(), str(tmp_path))
+  assert _steps_saved(tmp_path)[-1] == 4  # the last good state, never a later one
+  state, meta = restore_latest(str(tmp_path))
+  assert meta["step"] == 4
+  assert all(np.isfinite(x).all() for x in _leaves(state))
+
+
+def _leaves(tree):
+  if isinstance(tree, dict):
+    for v in tree.values():
+      yield from _leaves(v)
+  elif hasattr(tree, "dtype") and np.issubdtype(tree.dtype, np.floating):
+    yield np.asarray(tree)

@@ -1,0 +1,83 @@
+"""Two processes x 4 CPU devices train exactly as one process x 8 devices, through the real CLI:
+started by `launch.sh -n 2`, and by `srun -n 2` on a real single-node SLURM (no arguments to
+`jax.distributed.initialize()`). Checkpoints are written jointly and restore anywhere."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxvision.workdir import restore_latest
+from tests.cluster import slurm_cluster  # noqa: F401 (the fixture)
+from tests.conftest import REPO
+from tests.test_distributed import free_port, jax_env
+
+ARGS = [
+  "--config=experiments/digits_cnn.py",
+  "--config.num_train_steps=12",
+  "--config.log_every_steps=4",
+  "--config.eval_every_steps=8",
+  "--config.checkpoint.every_steps=4",
+  "--config.schedule.warmup_steps=2",
+]
+
+
+def _env(devices: int, **extra) -> dict:
+  return jax_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+
+
+def _params(workdir):
+  state, meta = restore_latest(str(workdir))
+  return meta["step"], [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("one") / "run"
+  out = subprocess.run(
+    [sys.executable, "-m", "jaxvision.main", *ARGS, f"--workdir={workdir}"],
+    cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr
+  return workdir
+
+
+def _check_same(one, two):
+  (step_a, a), (step_b, b) = _params(one), _params(two)
+  assert step_a == step_b == 12
+  for x, y in zip(a, b, strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  results = json.loads((two / "results.json").read_text())
+  assert (results["processes"], results["devices"]) == (2, 8)
+  assert sorted(os.listdir(two)).count("tb") == 1  # one writer (process 0)
+  rows = [json.loads(r) for r in (two / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if "train_loss" in r] == [4, 8, 12]  # written once, not twice
+
+
+def test_launch_sh_two_processes_equal_one(one_process, tmp_path):
+  workdir = tmp_path / "two"
+  out = subprocess.run(
+    ["./launch.sh", "-n", "2", *ARGS],
+    cwd=REPO, env=_env(4, WORKDIR=str(workdir), PYTHON=sys.executable),
+    capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-2000:]
+  _check_same(one_process, workdir)
+
+
+def test_srun_two_processes_equal_one(one_process, slurm_cluster, tmp_path):  # noqa: F811
+  workdir = tmp_path / "two"
+  port = free_port()
+  env = _env(4, JAX_COORDINATOR_PORT=str(port), JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}")
+  command = [sys.executable, "-m", "jaxvision.main", *ARGS, f"--workdir={workdir}"]
+  out = slurm_cluster.srun(
+    ["-n", "2", "--kill-on-bad-exit=1", f"--chdir={REPO}", *command, "--jax_distributed"],
+    timeout=300,
+    env=env,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  _check_same(one_process, workdir)
