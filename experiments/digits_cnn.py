@@ -3,15 +3,13 @@
 python -m jaxvision.main --config=experiments/digits_cnn.py --workdir=runs/digits_cnn
 """
 
-from jaxvision import config_lib, models, optim
+from jaxvision import config_lib, data, models, optim, sweep
 
 
 def get_config():
   config = config_lib.base_config()
   config.seed = 0
-  config.data = config_lib.data_config(
-    source="digits", name="digits", batch_size=64, eval_batch_size=360
-  )
+  config.data = data.data_config("digits", batch_size=64, eval_batch_size=360)
   config.num_train_steps = 1000
   config.log_every_steps = 100
   config.eval_every_steps = 500
@@ -22,3 +20,8 @@ def get_config():
   config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=50)
   config.checkpoint.every_steps = 500
   return config
+
+
+def get_sweep():
+  """Four seeds: `python -m jaxvision.sweep --config=experiments/digits_cnn.py --parallel=2`."""
+  return sweep.product(seed=range(4))

@@ -11,7 +11,7 @@ steps at a higher learning rate (a few seconds on a laptop CPU, about 1% less ac
 seed-dependent).
 """
 
-from jaxvision import config_lib, models, optim
+from jaxvision import config_lib, data, models, optim, sweep
 
 
 def get_config(variant: str = "default"):
@@ -20,7 +20,7 @@ def get_config(variant: str = "default"):
   config = config_lib.base_config()
   config.seed = 0
   config.augment.max_shift = 2
-  config.data = config_lib.data_config(source="mnist1d", name="mnist1d", batch_size=128)
+  config.data = data.data_config("mnist1d", batch_size=128)
   config.model = models.model_config("cnn_1d")
   config.optimizer = optim.optimizer_config(name="adamw", learning_rate=3e-3, weight_decay=1e-2)
   config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=300)
@@ -36,3 +36,10 @@ def get_config(variant: str = "default"):
     config.log_every_steps = 250
     config.eval_every_steps = config.checkpoint.every_steps = 1000
   return config
+
+
+def get_sweep(variant: str = "default"):
+  """Three seeds of either recipe: `python -m jaxvision.sweep --config=experiments/mnist1d_cnn.py`
+  (runs/mnist1d_cnn/seed=0, ...; `:fast` -> runs/mnist1d_cnn_fast/...)."""
+  del variant  # the same seeds for both recipes
+  return sweep.product(seed=range(3))

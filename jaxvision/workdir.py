@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 
 import ml_collections
@@ -44,3 +45,15 @@ def git_commit() -> str | None:
   except (OSError, subprocess.SubprocessError):
     return None
   return commit + ("-dirty" if dirty else "")
+
+
+def cpu_model() -> str:
+  """This machine's CPU model name, e.g. "AMD EPYC 7B13"."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    if names:
+      return names[0]
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()

@@ -38,7 +38,7 @@ from jax.experimental import multihost_utils
 
 from jaxvision import checkpoint, metrics
 from jaxvision.evaluators import common as evaluators_lib
-from jaxvision.workdir import git_commit
+from jaxvision.workdir import cpu_model, git_commit
 
 # Config keys that may differ on resume: they change when and what is logged, evaluated or saved,
 # or the device layout (checkpoints restore onto any topology), not what is computed.
@@ -392,6 +392,7 @@ def _write_results(run: Run, final: dict, evaluators, extra: dict) -> None:
     "backend": jax.default_backend(),
     "devices": jax.device_count(),
     "processes": jax.process_count(),
+    "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
     "strategy": run.strategy.name,
     "git_commit": run.git_commit,  # taken when the run started: the code that ran
     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
