@@ -132,7 +132,7 @@ def mnist1d_time_to_accuracy(seeds) -> list[dict]:
     config.seed = int(seed)
     with tempfile.TemporaryDirectory() as workdir:
       start = time.perf_counter()
-      final = classifier.train_and_evaluate(config, workdir)
+      final = classifier.train_and_evaluate(config, workdir).final
       total = time.perf_counter() - start
       with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
         train_s = json.load(f)["wall_time_s"]

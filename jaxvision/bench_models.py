@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 LEARNING_RATE = 1e-3
@@ -28,6 +29,20 @@ def torch_version() -> str:
     return torch.__version__
   except ImportError:
     return "not installed"
+
+
+def resolved(model_config) -> ml_collections.ConfigDict:
+  """Every attribute of the model a `config.model` block selects (class defaults, then the
+  preset's values, then the experiment's changes), which the PyTorch twins are built from."""
+  from jaxvision import models
+
+  module, attrs = models.model_attrs(model_config)
+  defaults = {
+    f.name: f.default
+    for f in dataclasses.fields(module)
+    if f.name not in models.DATA_ATTRS and f.default is not dataclasses.MISSING
+  }
+  return ml_collections.ConfigDict({"name": model_config.name, **defaults, **attrs})
 
 
 def _experiment(name: str, arg: str | None = None):
@@ -115,7 +130,7 @@ def _jax_classifier(config, input_shape, num_classes, batch_size) -> JaxRunner:
   k = config.steps_per_call
   data = {  # k batches' worth of examples, on device as the trainer keeps them
     "inputs": jnp.asarray(rng.normal(size=(k * batch_size, *input_shape)).astype(np.float32)),
-    "labels": jnp.asarray(rng.integers(0, num_classes, k * batch_size).astype(np.int32)),
+    "targets": jnp.asarray(rng.integers(0, num_classes, k * batch_size).astype(np.int32)),
   }
   if k > 1:
     step = jax.jit(
@@ -153,6 +168,7 @@ def torch_convnet(cfg, in_channels: int, num_classes: int):
   """PyTorch twin of `jaxvision.models.cnn.ConvNet` for a model config (no BN / dropout)."""
   from torch import nn
 
+  cfg = resolved(cfg)
   if cfg.batch_norm or cfg.dropout_rate:
     raise NotImplementedError("the benchmark's ConvNets have no batch norm or dropout")
   one_d = len(cfg.kernel_size) == 1
@@ -175,6 +191,7 @@ def torch_stacked_lstm(cfg, in_features: int, num_classes: int):
   """PyTorch twin of `jaxvision.models.rnn.RNNClassifier` (unidirectional, last state)."""
   from torch import nn
 
+  cfg = resolved(cfg)
   if cfg.cell != "lstm" or cfg.bidirectional or cfg.pooling != "last" or cfg.dense:
     raise NotImplementedError("the benchmark's RNN is a plain stacked LSTM")
 
@@ -220,10 +237,13 @@ def torch_dcgan(config):
   7 -> 14 -> 28 exactly as jaxvision's SAME ones; BN and activations in the same places."""
   from torch import nn
 
-  g0, g1 = config.generator.features
-  d0, d1 = config.discriminator.features
-  if config.generator.kernel_size != 4 or config.discriminator.kernel_size != 4:
+  g, d = resolved(config.generator), resolved(config.discriminator)
+  g0, g1 = g.features
+  d0, d1 = d.features
+  if g.kernel_size != 4 or d.kernel_size != 4:
     raise NotImplementedError("the PyTorch twin assumes 4x4 kernels")
+  if not (g.batch_norm and d.batch_norm) or d.spectral_norm or d.dropout_rate:
+    raise NotImplementedError("the PyTorch twin is the plain DCGAN (batch norm, no SN/dropout)")
   generator = nn.Sequential(
     nn.Linear(config.z_dim, 7 * 7 * g0, bias=False),
     nn.Unflatten(1, (g0, 7, 7)),

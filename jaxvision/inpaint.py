@@ -28,8 +28,7 @@ from absl import app, flags, logging
 
 from jaxvision import data as data_lib
 from jaxvision import images as images_lib
-from jaxvision import models
-from jaxvision.workdir import load_config, restore_latest
+from jaxvision.workdir import load_generator
 
 MASKS = ("center", "left", "random")
 MASKED_FILL = 0.0  # mid-grey in [-1, 1]: what a masked image shows (and a classifier sees) there
@@ -179,28 +178,6 @@ class GanRun(NamedTuple):
   mean_image: np.ndarray  # [H, W, C], the mean train image: the baseline fill
 
 
-def load_generator(workdir: str, use_ema: bool = True):
-  """(generate(z) -> images in [-1, 1], z_dim, checkpoint step, config) of a GAN workdir.
-
-  What `jaxvision.sample.load_generator` does; that one cannot be imported here because
-  sample.py defines absl flags (--workdir, --out, --num, ...) on import, as this program does.
-  """
-  config = load_config(workdir)
-  if config.get("trainer") != "gan":
-    raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a GAN run")
-  state, meta = restore_latest(workdir)
-  if state["g_params"]["Dense_0"]["kernel"].shape[0] != config.z_dim:
-    # A conditional generator's first layer also takes one-hot labels (dcgan.Generator).
-    raise ValueError(f"{workdir} is a class-conditional GAN; inpainting supports unconditional")
-  generator = models.create_model(config.generator, output_shape=tuple(meta["image_shape"]))
-  params = state["ema_params"] if use_ema and config.ema_decay > 0 else state["g_params"]
-  variables = {"params": params}
-  if state.get("g_batch_stats"):
-    variables["batch_stats"] = state["g_batch_stats"]
-  generate = jax.jit(lambda z: generator.apply(variables, z, train=False))
-  return generate, config.z_dim, meta["step"], config
-
-
 def load(workdir: str, use_ema: bool = True) -> GanRun:
   """The generator, eval images and mean train image of a GAN workdir.
 
@@ -217,7 +194,9 @@ def load(workdir: str, use_ema: bool = True) -> GanRun:
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
-  generate, z_dim, step, config = load_generator(workdir, use_ema)
+  generate, z_dim, step, config, num_classes = load_generator(workdir, use_ema)
+  if num_classes:
+    raise ValueError(f"{workdir} is a class-conditional GAN; inpainting supports unconditional")
   if config.data.normalize != "symmetric":
     raise ValueError(f"{workdir} trained on data.normalize={config.data.normalize!r}, not [-1, 1]")
   dataset = data_lib.load_dataset(config.data)

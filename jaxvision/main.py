@@ -129,9 +129,17 @@ def run(argv) -> int:
   return EXIT_PREEMPTED if outcome.status == "preempted" else 0
 
 
+def _quiet_checkpoint_threads(record) -> bool:
+  """Drops Orbax's background-thread error logs: the failed save they report is raised again,
+  as one line, by the save that waits for it."""
+  return "orbax" not in record.pathname
+
+
 def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs (orbax) drown the progress lines
+  if FLAGS.verbosity < 1:
+    logging.get_absl_handler().addFilter(_quiet_checkpoint_threads)
   try:
     status = run(argv)
   except app.UsageError:

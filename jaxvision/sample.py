@@ -3,7 +3,8 @@
   python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --num=64 --out=grid.png
   python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --interpolate --out=walk.gif
 
-Uses the generator's EMA weights when the run kept an EMA (`--noema` for the raw weights).
+Uses the generator's EMA weights when the run kept an EMA (`--noema` for the raw weights). A
+class-conditional GAN draws the class `--label=K` ("a 7": `--label=7`), or every class in turn.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxvision import images
-from jaxvision.train import gan
-from jaxvision.train.common import load_config, restore_latest
+from jaxvision.workdir import load_generator
 
 flags.DEFINE_string("workdir", None, "A GAN run's workdir.")
 flags.DEFINE_string("out", None, "Output file: .png for a grid, .gif with --interpolate.")
@@ -26,23 +26,11 @@ flags.DEFINE_bool("interpolate", False, "Write an animation of latent walks inst
 flags.DEFINE_integer("points", 6, "With --interpolate: latents each walk passes through (a loop).")
 flags.DEFINE_integer("frames_between", 12, "With --interpolate: frames between two latents.")
 flags.DEFINE_integer("scale", 2, "Pixel upscaling of the output.")
+flags.DEFINE_integer(
+  "label", -1, "A class-conditional GAN: the class to draw (-1: every class in turn)."
+)
 flags.mark_flags_as_required(["workdir", "out"])
 FLAGS = flags.FLAGS
-
-
-def load_generator(workdir: str, use_ema: bool = True):
-  """Returns (generate(z) -> images in [-1, 1], z_dim, checkpoint step) for a GAN workdir."""
-  config = load_config(workdir)
-  if config.get("trainer") != "gan":
-    raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a GAN run")
-  state, meta = restore_latest(workdir)
-  generator, _ = gan.create_models(config, tuple(meta["image_shape"]))
-  params = state["ema_params"] if use_ema and config.ema_decay > 0 else state["g_params"]
-  variables = {"params": params}
-  if state.get("g_batch_stats"):
-    variables["batch_stats"] = state["g_batch_stats"]
-  generate = jax.jit(lambda z: generator.apply(variables, z, train=False))
-  return generate, config.z_dim, meta["step"]
 
 
 def slerp(a: jnp.ndarray, b: jnp.ndarray, t: float) -> jnp.ndarray:
@@ -72,7 +60,20 @@ def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  generate, z_dim, step = load_generator(FLAGS.workdir, FLAGS.ema)
+  trained, z_dim, step, _, num_classes = load_generator(FLAGS.workdir, FLAGS.ema)
+  if FLAGS.label >= num_classes and num_classes:
+    raise app.UsageError(f"--label={FLAGS.label}: the GAN has classes 0..{num_classes - 1}")
+  if num_classes:  # a conditional GAN: the asked class, or the classes in turn
+
+    def generate(z):
+      labels = (
+        jnp.arange(len(z)) % num_classes if FLAGS.label < 0 else jnp.full(len(z), FLAGS.label)
+      )
+      return trained(z, labels)
+  elif FLAGS.label >= 0:
+    raise app.UsageError("--label needs a class-conditional GAN (config.conditional=True)")
+  else:
+    generate = trained
   key = jax.random.key(FLAGS.seed)
   if FLAGS.interpolate:
     frames = latent_walk(generate, z_dim, FLAGS.num, FLAGS.points, FLAGS.frames_between, key)

@@ -11,7 +11,10 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
+from typing import NamedTuple
 
+import jax
 import ml_collections
 
 from jaxvision import checkpoint
@@ -57,3 +60,38 @@ def cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or platform.machine()
+
+
+class TrainedGenerator(NamedTuple):
+  """A GAN run's generator: `generate(z)` (`generate(z, labels)` when `num_classes` > 0) maps
+  latents [N, z_dim] to images [N, H, W, C] in [-1, 1]."""
+
+  generate: Callable
+  z_dim: int
+  step: int
+  config: ml_collections.ConfigDict
+  num_classes: int
+
+
+def load_generator(workdir: str, use_ema: bool = True) -> TrainedGenerator:
+  """A GAN workdir's generator, jitted, with the EMA weights when the run kept an EMA.
+
+  Raises:
+    ValueError: `workdir` is not a GAN run.
+  """
+  from jaxvision import models  # the registry imports every model family: only when needed
+
+  config = load_config(workdir)
+  if config.get("trainer") != "gan":
+    raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a GAN run")
+  state, meta = restore_latest(workdir)
+  num_classes = int(meta.get("num_classes", 0))
+  generator = models.create_model(
+    config.generator, output_shape=tuple(meta["image_shape"]), num_classes=num_classes
+  )
+  params = state["ema_params"] if use_ema and config.ema_decay > 0 else state["g_params"]
+  variables = {"params": params}
+  if state.get("g_batch_stats"):
+    variables["batch_stats"] = state["g_batch_stats"]
+  generate = jax.jit(lambda z, *labels: generator.apply(variables, z, *labels, train=False))
+  return TrainedGenerator(generate, config.z_dim, meta["step"], config, num_classes)

@@ -37,7 +37,8 @@ def test_classifier_twins_match(make, arg, jax_shape, torch_shape, classes):
   if config.model.name == "seed_lstm":
     twin = bench_models.torch_stacked_lstm(config.model, 1, classes)
     # PyTorch keeps two bias vectors per gate (input and hidden); flax keeps one.
-    extra = config.model.num_layers * 4 * config.model.hidden_size
+    attrs = bench_models.resolved(config.model)  # the preset's values, then the experiment's
+    extra = attrs.num_layers * 4 * attrs.hidden_size
   else:
     twin = bench_models.torch_convnet(config.model, 1, classes)
     extra = 0

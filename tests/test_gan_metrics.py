@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxvision import gan_metrics
+from jaxvision.evaluators import gan_metrics
 
 
 def _features(n=2000, d=16, seed=0):

@@ -80,7 +80,7 @@ def model_attrs(config, **data_attrs) -> tuple[type, dict]:
   unknown = set(changes) - fields
   if unknown:
     raise ValueError(f"model {config.name!r} has no attributes {sorted(unknown)}")
-  attrs = {**preset.attrs, **changes}
+  attrs = {**_fields(preset.module), **preset.attrs, **changes}
   attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()}
   # Data attributes a module does not have (e.g. axis_name of a model without batch norm) are
   # dropped, so a trainer passes the same ones to every model.

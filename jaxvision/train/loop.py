@@ -147,10 +147,12 @@ def _all_finite(tree) -> jax.Array:
 class _Window:
   """Per-step metrics since the last log row; on device until fetched, then host floats."""
 
-  def __init__(self, first_step: int, saved: dict | None = None):
-    self.first_step = first_step
-    self._device: list[dict] = []
+  def __init__(self, next_step: int, saved: dict | None = None):
+    """`next_step`: the step the next appended metrics belong to; `saved`: host values of the
+    steps just before it (a window restored from a checkpoint)."""
     self._host: dict[str, list] = {k: list(v) for k, v in (saved or {}).items()}
+    self.first_step = next_step - len(next(iter(self._host.values()), []))
+    self._device: list[dict] = []
 
   def append(self, step_metrics: dict) -> None:
     self._device.append(step_metrics)
@@ -251,9 +253,10 @@ class Run:
     }
     try:
       self.checkpointer.save(step, global_state, meta)
-    except OSError as e:  # disk full, permissions: stop now, saying what is safe
+    except Exception as e:  # disk full, permissions (orbax raises several types): say what is safe
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
       raise OSError(
-        f"saving the checkpoint of step {step} failed ({e.strerror or e}); the newest complete "
+        f"saving the checkpoint of step {step} failed ({reason}); the newest complete "
         f"checkpoint is step {self.checkpointer.latest_step()}"
       ) from e
 

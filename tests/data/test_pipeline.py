@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvision.data import BatchSampler, Split, eval_batches
+from jaxvision.data import ArraySource, BatchSampler, eval_batches
 from jaxvision.data.augment import random_shift
 
 
@@ -32,12 +32,24 @@ def test_remainder_dropped_and_bad_batch_sizes():
 
 
 def test_eval_batches_cover_split_once_with_mask():
-  split = Split(np.arange(23, dtype=np.float32)[:, None], np.arange(23, dtype=np.int32))
-  batches = list(eval_batches(split, 10))
+  source = ArraySource(
+    inputs=np.arange(23, dtype=np.float32)[:, None], targets=np.arange(23, dtype=np.int32)
+  )
+  batches = list(eval_batches(source, 10))
   assert [b["inputs"].shape[0] for b in batches] == [10, 10, 10]
   mask = np.concatenate([b["mask"] for b in batches])
-  labels = np.concatenate([b["labels"] for b in batches])
-  assert mask.sum() == 23 and labels[mask == 1].tolist() == list(range(23))
+  targets = np.concatenate([b["targets"] for b in batches])
+  assert mask.sum() == 23 and targets[mask == 1].tolist() == list(range(23))
+
+
+def test_eval_batches_pad_targets_of_any_shape():
+  frames = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3) + 1  # e.g. next frames
+  source = ArraySource(inputs=np.ones((7, 4, 1), np.float32), targets=frames)
+  *_, last = eval_batches(source, 4)
+  assert last["targets"].shape == (4, 2, 3) and last["targets"].dtype == np.float32
+  np.testing.assert_array_equal(last["targets"][:3], frames[4:])
+  np.testing.assert_array_equal(last["targets"][3], 0)
+  np.testing.assert_array_equal(last["mask"], [1, 1, 1, 0])
 
 
 def test_random_shift_translates_with_zero_fill():

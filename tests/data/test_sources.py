@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxvision import config_lib
-from jaxvision.data import idx, load_dataset
+from jaxvision.data import data_config, idx, load_dataset
 
 MNIST_SHA256 = {  # from ../shared/data/README.md
   "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
@@ -30,8 +30,8 @@ def test_idx_round_trip_and_split(tmp_path):
   labels = rng.integers(0, 3, 50, dtype=np.uint8)
   _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
   _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
-  config = config_lib.data_config(
-    source="idx",
+  config = data_config(
+    "idx",
     name="toy",
     data_dir=str(tmp_path),
     train_split="t10k[:40]",
@@ -40,15 +40,15 @@ def test_idx_round_trip_and_split(tmp_path):
   )
   ds = load_dataset(config)
   assert ds.train.inputs.shape == (40, 6, 5, 1) and ds.eval.inputs.shape == (10, 6, 5, 1)
-  assert ds.train.inputs.dtype == np.float32 and ds.train.labels.dtype == np.int32
+  assert ds.train.inputs.dtype == np.float32 and ds.train.targets.dtype == np.int32
   np.testing.assert_allclose(ds.train.inputs[..., 0], images[:40] / 255.0)
-  np.testing.assert_array_equal(ds.eval.labels, labels[40:])
+  np.testing.assert_array_equal(ds.eval.targets, labels[40:])
   assert ds.num_classes == 3
 
 
 def test_idx_errors_name_what_was_looked_for(tmp_path):
-  config = config_lib.data_config(
-    source="idx", data_dir=str(tmp_path / "nowhere"), train_split="t10k[:8]", eval_split="t10k[8:]"
+  config = data_config(
+    "idx", data_dir=str(tmp_path / "nowhere"), train_split="t10k[:8]", eval_split="t10k[8:]"
   )
   with pytest.raises(FileNotFoundError, match="nowhere"):
     load_dataset(config)
@@ -63,9 +63,7 @@ def test_idx_errors_name_what_was_looked_for(tmp_path):
 def test_overlapping_splits_are_refused(tmp_path):
   _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10, 2, 2)))
   _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(10))
-  config = config_lib.data_config(
-    source="idx", data_dir=str(tmp_path), train_split="t10k[:8]", eval_split="t10k[6:]"
-  )
+  config = data_config("idx", data_dir=str(tmp_path), train_split="t10k[:8]", eval_split="t10k[6:]")
   with pytest.raises(ValueError, match="overlap"):
     load_dataset(config)
 
@@ -75,25 +73,66 @@ def test_offline_mnist_idx(mnist_path):
     assert hashlib.sha256((mnist_path / name).read_bytes()).hexdigest() == digest
   ds = load_dataset(config_lib.offline_mnist_data(data_dir=str(mnist_path)))
   assert ds.train.inputs.shape == (8000, 28, 28, 1) and ds.eval.inputs.shape == (2000, 28, 28, 1)
-  counts = np.bincount(np.concatenate([ds.train.labels, ds.eval.labels]), minlength=10)
+  counts = np.bincount(np.concatenate([ds.train.targets, ds.eval.targets]), minlength=10)
   assert counts.tolist() == MNIST_TEST_CLASS_COUNTS
   # standardised with train statistics
   assert abs(ds.train.inputs.mean()) < 1e-3 and abs(ds.train.inputs.std() - 1) < 1e-3
-  assert "t10k[:8000]" in ds.description
+  # the default fold 4 of 5 is exactly the split t10k[:8000] / t10k[8000:]
+  assert "fold 4/5" in ds.description and "[8000:10000]" in ds.description
+  sliced = load_dataset(
+    data_config(
+      "idx", data_dir=str(mnist_path), train_split="t10k[:8000]", eval_split="t10k[8000:]"
+    )
+  )
+  for a, b in ((ds.train, sliced.train), (ds.eval, sliced.eval)):
+    np.testing.assert_array_equal(a.inputs, b.inputs)
+    np.testing.assert_array_equal(a.targets, b.targets)
+
+
+def test_idx_cross_validation_folds_partition_the_split(tmp_path):
+  images = np.arange(50, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
+  _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+  _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(50) % 4)
+  config = data_config(
+    "idx",
+    data_dir=str(tmp_path),
+    train_split="t10k",
+    eval_split="t10k",
+    num_folds=5,
+    normalize="none",
+  )
+  held = []
+  for fold in range(5):
+    config.fold = fold
+    ds = load_dataset(config)
+    train_ids = ds.train.inputs[:, 0, 0, 0].astype(int)
+    eval_ids = ds.eval.inputs[:, 0, 0, 0].astype(int)
+    # fold k evaluates on its contiguous block of 10 and trains on the other 40, in order
+    assert eval_ids.tolist() == list(range(10 * fold, 10 * fold + 10))
+    assert train_ids.tolist() == sorted(set(range(50)) - set(eval_ids))
+    np.testing.assert_array_equal(ds.eval.targets, eval_ids % 4)
+    held.extend(eval_ids)
+  assert sorted(held) == list(range(50))  # every example is held out exactly once
+  config.fold = 5
+  with pytest.raises(ValueError, match=r"data.fold 5 not in \[0, 5\)"):
+    load_dataset(config)
+  config.fold, config.eval_split = 0, "t10k[40:]"
+  with pytest.raises(ValueError, match="cross-validates one split"):
+    load_dataset(config)
 
 
 def test_tfds_source_under_mock_data():
-  config = config_lib.data_config(source="tfds", name="mnist", data_dir="/nonexistent")
+  config = data_config("tfds", name="mnist", data_dir="/nonexistent")
   with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
     ds = load_dataset(config)
   assert ds.train.inputs.shape == (24, 28, 28, 1) and ds.eval.inputs.shape == (24, 28, 28, 1)
-  assert ds.train.inputs.dtype == np.float32 and ds.train.labels.dtype == np.int32
+  assert ds.train.inputs.dtype == np.float32 and ds.train.targets.dtype == np.int32
   assert ds.num_classes == 10
-  assert ds.train.labels.min() >= 0 and ds.train.labels.max() < 10
+  assert ds.train.targets.min() >= 0 and ds.train.targets.max() < 10
 
 
 def test_tfds_missing_set_is_a_clear_error(tmp_path):
-  config = config_lib.data_config(source="tfds", name="mnist", data_dir=str(tmp_path))
+  config = data_config("tfds", name="mnist", data_dir=str(tmp_path))
   with pytest.raises(
     FileNotFoundError, match="(?s)not prepared.*tfds build mnist --file_format=array_record"
   ):
@@ -102,32 +141,36 @@ def test_tfds_missing_set_is_a_clear_error(tmp_path):
 
 def test_mnist1d_generated_offline_with_package_defaults():
   state = np.random.get_state()
-  ds = load_dataset(config_lib.data_config(source="mnist1d"))
+  ds = load_dataset(data_config("mnist1d"))
   assert ds.train.inputs.shape == (4000, 40, 1) and ds.eval.inputs.shape == (1000, 40, 1)
-  assert ds.num_classes == 10 and set(np.unique(ds.train.labels)) == set(range(10))
+  assert ds.num_classes == 10 and set(np.unique(ds.train.targets)) == set(range(10))
   # make_dataset seeds numpy's global generator; the loader must leave it as it was
   np.testing.assert_array_equal(np.random.get_state()[1], state[1])
-  again = load_dataset(config_lib.data_config(source="mnist1d"))
+  again = load_dataset(data_config("mnist1d"))
   np.testing.assert_array_equal(ds.train.inputs, again.train.inputs)
 
 
 def test_digits_fixed_split():
-  ds = load_dataset(config_lib.data_config(source="digits"))
+  ds = load_dataset(data_config("digits"))
   assert ds.train.inputs.shape == (1437, 8, 8, 1) and ds.eval.inputs.shape == (360, 8, 8, 1)
-  again = load_dataset(config_lib.data_config(source="digits"))
-  np.testing.assert_array_equal(ds.eval.labels, again.eval.labels)
+  again = load_dataset(data_config("digits"))
+  np.testing.assert_array_equal(ds.eval.targets, again.eval.targets)
 
 
 def test_unknown_source():
   with pytest.raises(ValueError, match="unknown data source 'imagenet'"):
-    load_dataset(config_lib.data_config(source="imagenet"))
+    data_config("imagenet")
+  config = data_config("digits")
+  config.source = "imagenet"  # what --config.data.source=imagenet does
+  with pytest.raises(ValueError, match="unknown data source 'imagenet'"):
+    load_dataset(config)
 
 
 def test_marked_sum_task_needs_both_marks():
   from jaxvision.data import marked_sum
 
-  split = marked_sum.generate(20_000, 100, np.random.default_rng(0))
-  x, y = split.inputs[..., 0], split.labels
+  inputs, y = marked_sum.generate(20_000, 100, np.random.default_rng(0))
+  x = inputs[..., 0]
   assert x.shape == (20_000, 100) and 0.48 < y.mean() < 0.52
   marked = x < 0
   assert marked.sum(1).tolist() == [2] * 20_000
@@ -140,15 +183,15 @@ def test_marked_sum_task_needs_both_marks():
 
 
 def test_sequence_layout_and_shuffled_label_control():
-  config = config_lib.data_config(source="digits", layout="sequence")
+  config = data_config("digits", layout="sequence")
   ds = load_dataset(config)
   assert ds.train.inputs.shape == (1437, 8, 8) and "rows as time steps" in ds.description
-  images = load_dataset(config_lib.data_config(source="digits"))
+  images = load_dataset(data_config("digits"))
   np.testing.assert_array_equal(ds.train.inputs, images.train.inputs[..., 0])
   config.shuffle_labels = True
   shuffled = load_dataset(config)
-  assert sorted(shuffled.train.labels) == sorted(ds.train.labels)
-  assert (shuffled.train.labels != ds.train.labels).mean() > 0.8
-  np.testing.assert_array_equal(shuffled.eval.labels, ds.eval.labels)  # eval keeps true labels
+  assert sorted(shuffled.train.targets) == sorted(ds.train.targets)
+  assert (shuffled.train.targets != ds.train.targets).mean() > 0.8
+  np.testing.assert_array_equal(shuffled.eval.targets, ds.eval.targets)  # eval keeps true labels
   with pytest.raises(ValueError, match="unknown data.layout"):
-    load_dataset(config_lib.data_config(source="digits", layout="video"))
+    load_dataset(data_config("digits", layout="video"))

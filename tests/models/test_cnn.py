@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from jaxvision import models
-from jaxvision.models import cnn
 from jaxvision.models.layers import max_pool
+
+
+def _model(name, num_classes=10, **changes):
+  """A registered preset with `changes`, as a trainer builds it from `config.model`."""
+  return models.create_model(models.model_config(name, **changes), num_classes=num_classes)
 
 
 def _init(model, shape):
@@ -21,15 +25,15 @@ def _count(tree):
 
 
 @pytest.mark.parametrize(
-  "variant, shape, params",
+  "name, shape, params",
   [
-    (cnn.CNN_A, (2, 28, 28, 1), 93_322),  # the Keras tutorial's count for this network
-    (cnn.CNN_B, (2, 28, 28, 1), 225_034),
-    (cnn.CNN_1D, (2, 40, 1), None),
+    ("cnn_a", (2, 28, 28, 1), 93_322),  # the Keras tutorial's count for this network
+    ("cnn_b", (2, 28, 28, 1), 225_034),
+    ("cnn_1d", (2, 40, 1), None),
   ],
 )
-def test_output_shape_and_param_count(variant, shape, params):
-  model = variant(num_classes=10)
+def test_output_shape_and_param_count(name, shape, params):
+  model = _model(name)
   variables = _init(model, shape)
   logits = model.apply(variables, jnp.ones(shape), train=False)
   assert logits.shape == (2, 10)
@@ -40,11 +44,11 @@ def test_output_shape_and_param_count(variant, shape, params):
 def test_cnn_1d_param_count_by_hand():
   # conv k=5: 5*Cin*64 + 64 per block; length 40 -> 20 -> 10 -> 5 after three pools.
   expected = (5 * 1 * 64 + 64) + 3 * (5 * 64 * 64 + 64) + (5 * 64 * 128 + 128) + (128 * 10 + 10)
-  assert _count(_init(cnn.CNN_1D(num_classes=10), (1, 40, 1))["params"]) == expected
+  assert _count(_init(_model("cnn_1d"), (1, 40, 1))["params"]) == expected
 
 
 def test_batch_norm_stats_update_in_train_mode_only():
-  model = cnn.CNN_A(num_classes=10, batch_norm=True)
+  model = _model("cnn_a", batch_norm=True)
   variables = _init(model, (4, 28, 28, 1))
   assert "batch_stats" in variables
   x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1)) * 3 + 1
@@ -58,7 +62,7 @@ def test_batch_norm_stats_update_in_train_mode_only():
 
 
 def test_dropout_needs_rng_and_varies_in_train_mode():
-  model = cnn.CNN_B(num_classes=10, dropout_rate=0.5)
+  model = _model("cnn_b", dropout_rate=0.5)
   variables = _init(model, (4, 28, 28, 1))
   x = jnp.ones((4, 28, 28, 1))
   a = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
@@ -68,7 +72,7 @@ def test_dropout_needs_rng_and_varies_in_train_mode():
 
 def test_wrong_input_rank_is_a_clear_error():
   with pytest.raises(ValueError, match="does not fit a 2-D ConvNet"):
-    _init(cnn.CNN_A(num_classes=10), (2, 40, 1))
+    _init(_model("cnn_a"), (2, 40, 1))
 
 
 @pytest.mark.parametrize("shape", [(3, 28, 28, 5), (3, 13, 11, 4), (2, 40, 3), (2, 9, 2)])
@@ -90,5 +94,7 @@ def test_create_model_from_config():
   assert model.features == (16, 32, 32) and model.num_classes == 7
   with pytest.raises(ValueError, match="unknown model 'resnet'"):
     models.create_model(ml_collections.ConfigDict(dict(name="resnet")), num_classes=10)
-  with pytest.raises(ValueError, match="bad attribute"):
+  with pytest.raises(ValueError, match=r"model 'cnn_a' has no attributes \['depth'\]"):
     models.create_model(ml_collections.ConfigDict(dict(name="cnn_a", depth=3)), num_classes=10)
+  with pytest.raises(ValueError, match="bad attribute for model 'cnn_a'"):
+    models.create_model(models.model_config("cnn_a"))  # num_classes comes from the data

@@ -7,7 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxvision import models
 from jaxvision.models import rnn
+
+
+def _seed_lstm():
+  """The seeds' 3 x LSTM(64) preset with a binary head, as the trainer builds it."""
+  return models.create_model(models.model_config("seed_lstm"), num_classes=2)
 
 
 def _init_apply(model, x, **kwargs):
@@ -55,7 +61,7 @@ def test_stack_returns_sequences_and_last_state(bidirectional):
 def test_seed_lstm_param_count():
   # LSTM(64): 4 gates x (in*64 + 64*64 + 64); inputs 1, then 64, then 64; a 64->2 head.
   lstm = lambda n_in: 4 * (n_in * 64 + 64 * 64 + 64)
-  variables, _ = _init_apply(rnn.SEED_LSTM(num_classes=2), jnp.ones((1, 100, 1)))
+  variables, _ = _init_apply(_seed_lstm(), jnp.ones((1, 100, 1)))
   count = sum(x.size for x in jax.tree.leaves(variables["params"]))
   assert count == lstm(1) + 2 * lstm(64) + 64 * 2 + 2
 
@@ -91,7 +97,7 @@ def test_padded_sequences_match_unpadded(cell, bidirectional, pooling):
 
 def test_program_size_and_compile_time_do_not_grow_with_length():
   """Scanned, not unrolled: the compiled program for 1,000 steps is that for 100 steps."""
-  model = rnn.SEED_LSTM(num_classes=2)
+  model = _seed_lstm()
   variables = model.init(jax.random.key(0), jnp.ones((1, 100, 1)), train=False)
 
   def loss(params, x):

@@ -10,16 +10,16 @@ import numpy as np
 from PIL import Image
 
 from experiments import digits_cnn, mnist_dcgan
-from jaxvision import config_lib
-from jaxvision.train import classifier, gan
-from jaxvision.train.common import restore_latest
+from jaxvision import data
+from jaxvision.train import classifier, gan, loop
+from jaxvision.workdir import restore_latest
 from tests.conftest import REPO
 from tests.train.test_classifier import read_jsonl
 
 
 def digits_gan_config(classifier_workdir="", steps=10):
   config = mnist_dcgan.get_config("idx")
-  config.data = config_lib.data_config(source="digits", normalize="symmetric", batch_size=64)
+  config.data = data.data_config("digits", normalize="symmetric", batch_size=64)
   config.generator.features = (32, 16)  # 2x2 -> 4x4 -> 8x8
   config.discriminator.features = (16, 32)
   config.z_dim = 16
@@ -28,10 +28,10 @@ def digits_gan_config(classifier_workdir="", steps=10):
   config.log_every_steps = 5
   config.eval_every_steps = 5
   config.checkpoint.every_steps = 5
-  config.eval.classifier_workdir = classifier_workdir
-  config.eval.num_samples = 360
-  config.eval.batch_size = 120
-  config.eval.grid_size = 16
+  config.evaluators.eval.classifier_workdir = classifier_workdir
+  config.evaluators.eval.num_samples = 360
+  config.evaluators.eval.batch_size = 120
+  config.evaluators.eval.grid_size = 16
   return config
 
 
@@ -68,7 +68,9 @@ def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
   classifier.train_and_evaluate(clf, str(tmp_path / "clf"))
 
   config = digits_gan_config(str(tmp_path / "clf"))
-  final = gan.train_and_evaluate(config, str(tmp_path / "straight"))
+  outcome = gan.train_and_evaluate(config, str(tmp_path / "straight"))
+  assert (outcome.status, outcome.step) == ("finished", 10)
+  final = outcome.final
   for key in (
     "eval_fid",
     "eval_kid",
@@ -86,8 +88,14 @@ def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
   assert sorted(os.listdir(tmp_path / "straight" / "samples")) == ["step_10.png", "step_5.png"]
   results = json.loads((tmp_path / "straight" / "results.json").read_text())
   assert "not to Inception-v3" in results["metrics_caveat"]
+  assert results["final"] == final
+  declared = {m["name"]: m["better"] for m in results["metrics"]}
+  assert declared["eval_fid"] == "lower" and declared["eval_inception_score"] == "higher"
 
-  gan.train_and_evaluate(config, str(tmp_path / "resumed"), halt_after_steps=5)
+  halted = gan.train_and_evaluate(
+    config, str(tmp_path / "resumed"), loop.Options(halt_after_steps=5)
+  )
+  assert (halted.status, halted.step, halted.final) == ("halted", 5, {})
   gan.train_and_evaluate(config, str(tmp_path / "resumed"))
   a, _ = restore_latest(str(tmp_path / "straight"))
   b, meta = restore_latest(str(tmp_path / "resumed"))

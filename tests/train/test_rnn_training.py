@@ -3,7 +3,7 @@
 import json
 
 from experiments import mnist1d_rnn, seed_lstm, seqmnist_lstm
-from jaxvision.train import classifier
+from jaxvision.train import classifier, loop
 from tests.train.test_classifier import assert_same_params, read_jsonl
 
 
@@ -43,10 +43,14 @@ def test_seed_lstm_resume_is_identical(tmp_path):
   config.data.num_train, config.data.num_eval = 1024, 256
   config.data.eval_batch_size = 256
   config.model.hidden_size = 16
-  classifier.train_and_evaluate(config, str(tmp_path / "straight"))
-  classifier.train_and_evaluate(config, str(tmp_path / "resumed"), halt_after_steps=10)
-  classifier.train_and_evaluate(config, str(tmp_path / "resumed"))
+  straight = classifier.train_and_evaluate(config, str(tmp_path / "straight"))
+  halted = classifier.train_and_evaluate(
+    config, str(tmp_path / "resumed"), loop.Options(halt_after_steps=10)
+  )
+  assert (halted.status, halted.step) == ("halted", 10)
+  resumed = classifier.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert_same_params(tmp_path / "straight", tmp_path / "resumed")
-  straight = json.loads((tmp_path / "straight" / "results.json").read_text())["final"]
-  resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())["final"]
-  assert straight == resumed
+  assert straight.final == resumed.final
+  recorded = json.loads((tmp_path / "resumed" / "results.json").read_text())
+  assert recorded["final"] == resumed.final
+  assert recorded["model"]["hidden_size"] == 16 and recorded["model"]["num_layers"] == 3
