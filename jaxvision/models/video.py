@@ -1,0 +1,379 @@
+"""Video models: a convolutional LSTM cell, a next-frame predictor and a clip classifier.
+
+`ConvLSTMCell` (Shi et al. 2015) is an LSTM whose gates are convolutions, so its state keeps a
+spatial layout [B, h, w, F]. Both models run it over time inside `nn.scan` (directly or through
+`nn.RNN`): the compiled program has the same size for any clip length.
+
+`FramePredictor` encodes each frame to 1/2^len(encoder) resolution with strided convolutions,
+runs stacked ConvLSTMs there, and decodes the top state with sub-pixel convolutions (a conv to
+4x the channels, then depth-to-space, U-Net skips from the encoder) to logits of the next frame.
+One scanned step serves both modes: its input frame is the true frame (teacher forcing, and the
+context in free running) or the sigmoid of its own previous output (free running).
+
+Every convolution is `Conv`, whose "nhwc" form writes its gradients as channels-last forward
+convolutions too. XLA:CPU runs the gradient convolutions XLA derives (other layouts) inside a
+loop body, i.e. the backward pass of a scan, on a slow generic path (jax-ml/jax#12868: a
+predictor train step was 13x slower); the values are the same, and "auto" picks "nhwc" on CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxvision.models.preset import Preset
+
+CONV_IMPLS = ("auto", "xla", "nhwc")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_conv_impl(impl: str) -> str:
+  """'auto' is "nhwc" on XLA:CPU and XLA's own convolution gradient elsewhere."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"unknown conv_impl {impl!r}; expected one of {CONV_IMPLS}")
+  if impl == "auto":
+    return "nhwc" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _conv(x, kernel, strides):
+  return jax.lax.conv_general_dilated(x, kernel, strides, "SAME", dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_nhwc(x, kernel, strides):
+  """A 'SAME' convolution x [B, H, W, I] * kernel [kh, kw, I, O] with channels-last gradients.
+
+  Args:
+    x: inputs [B, H, W, I].
+    kernel: [kh, kw, I, O].
+    strides: (sh, sw).
+
+  Returns:
+    [B, ceil(H / sh), ceil(W / sw), O], exactly as `jax.lax.conv_general_dilated`.
+  """
+  return _conv(x, kernel, strides)
+
+
+def _conv_nhwc_fwd(x, kernel, strides):
+  return _conv(x, kernel, strides), (x, kernel)
+
+
+def _conv_nhwc_bwd(strides, residuals, g):
+  x, kernel = residuals
+  kh, kw, _, _ = kernel.shape
+  pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, "SAME")
+  # dx: the transposed convolution, written as a forward one (flipped kernel, inputs dilated by
+  # the strides) so that it stays in the channels-last layout.
+  back_pads = [
+    (k - 1 - lo, k - 1 - hi + (n + lo + hi - k) % s)
+    for n, k, s, (lo, hi) in zip(x.shape[1:3], (kh, kw), strides, pads, strict=True)
+  ]
+  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # [kh, kw, O, I]
+  dx = jax.lax.conv_general_dilated(
+    g, flipped, (1, 1), back_pads, lhs_dilation=strides, dimension_numbers=_NHWC
+  )  # [B, H, W, I]
+  # dkernel: a correlation of x with g over batch and space. With the input channels as the
+  # "batch" and the batch as the contracted "features", it is a channels-last convolution too.
+  dkernel = jax.lax.conv_general_dilated(
+    x.transpose(3, 1, 2, 0),  # [I, H, W, B]
+    g.transpose(1, 2, 0, 3),  # [Ho, Wo, B, O]
+    (1, 1),
+    pads,
+    rhs_dilation=strides,
+    dimension_numbers=_NHWC,
+  )[:, :kh, :kw]  # [I, kh, kw, O]
+  return dx, dkernel.transpose(1, 2, 0, 3)
+
+
+conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+class Conv(nn.Module):
+  """A 2-D 'SAME' convolution with bias: `nn.Conv`'s parameters and values, a choice of gradient.
+
+  Attributes:
+    features: output channels.
+    kernel_size: side of the square kernel.
+    strides: stride in both spatial dimensions.
+    impl: "auto", "xla" or "nhwc" (see `resolve_conv_impl`; the same values, a speed choice).
+    bias_init: initializer of the bias.
+  """
+
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  impl: str = "auto"
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    """Maps x [B, H, W, I] to [B, H / strides, W / strides, features]."""
+    k, s = self.kernel_size, (self.strides, self.strides)
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features)
+    )
+    conv = conv_nhwc if resolve_conv_impl(self.impl) == "nhwc" else _conv
+    return conv(x, kernel, s) + self.param("bias", self.bias_init, (self.features,))
+
+
+class ConvLSTMCell(nn.RNNCellBase):
+  """A convolutional LSTM cell with one fused gate convolution and a forget-gate bias init.
+
+  Attributes:
+    features: channels of the hidden and cell states.
+    kernel_size: side of the square gate convolution (over the input and the hidden state).
+    forget_bias: initial bias of the forget gate (1 keeps memory open early in training, as
+      `rnn.LSTMCell`; the other gates' biases start at 0).
+    conv_impl: see `Conv`.
+  """
+
+  features: int
+  kernel_size: int = 3
+  forget_bias: float = 1.0
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, carry, inputs):
+    """One step: carry (c, h) [B, h, w, F] each, inputs [B, h, w, C] -> (new carry, h)."""
+    c, h = carry
+    n = self.features
+
+    def bias_init(key, shape, dtype=jnp.float32):
+      del key
+      return jnp.zeros(shape, dtype).at[n : 2 * n].set(self.forget_bias)
+
+    # One conv over [x, h] equals the sum of the input and hidden convolutions, in one matmul.
+    gates = Conv(4 * n, self.kernel_size, impl=self.conv_impl, bias_init=bias_init, name="gates")
+    z = gates(jnp.concatenate([inputs, h], axis=-1))  # [B, h, w, 4F]: i, f, g, o gates
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+    h = nn.sigmoid(o) * jnp.tanh(c)
+    return (c, h), h
+
+  def initialize_carry(self, rng, input_shape):
+    """Zero (c, h) [*input_shape[:-1], features] for inputs of `input_shape` [B, h, w, C]."""
+    del rng
+    zeros = jnp.zeros((*input_shape[:-1], self.features))
+    return zeros, zeros
+
+  @property
+  def num_feature_axes(self) -> int:
+    return 3  # (h, w, C): `nn.RNN` then scans axis 1 of [B, T, h, w, C]
+
+
+def depth_to_space(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """[B, h, w, f*f*C] -> [B, f*h, f*w, C] (pixel shuffle)."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h, w, factor, factor, c // (factor * factor))
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * factor, w * factor, -1)
+
+
+class FrameEncoder(nn.Module):
+  """Strided 3x3 convolutions (ReLU), each halving the resolution.
+
+  Attributes:
+    features: channels of each stage.
+    conv_impl: see `Conv`.
+  """
+
+  features: Sequence[int] = (16, 32)
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):
+    """Maps frames x [B, H, W, C] to (top [B, H/s, W/s, F], every stage's output), s = 2^stages."""
+    stages = []
+    for width in self.features:
+      x = nn.relu(Conv(width, 3, 2, self.conv_impl)(x))  # [B, H/2^i, W/2^i, width]
+      stages.append(x)
+    return x, stages
+
+
+class FrameDecoder(nn.Module):
+  """Sub-pixel upsampling back to frame resolution, with skips from the encoder's stages.
+
+  Attributes:
+    encoder: the encoder's `features` (the decoder mirrors them).
+    channels: channels of the output frame.
+    skip: concatenate each encoder stage's output before upsampling it (U-Net).
+    conv_impl: see `Conv`.
+  """
+
+  encoder: Sequence[int]
+  channels: int
+  skip: bool = True
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x, stages):
+    """Maps x [B, H/s, W/s, F] (and the encoder's stages) to logits [B, H, W, channels]."""
+    widths = [*self.encoder[:-1]][::-1] + [self.channels]
+    for i, width in enumerate(widths):
+      if self.skip:
+        x = jnp.concatenate([x, stages[len(widths) - 1 - i]], axis=-1)
+      x = depth_to_space(Conv(4 * width, 3, 1, self.conv_impl)(x), 2)  # [B, 2h, 2w, width]
+      if i < len(widths) - 1:
+        x = nn.relu(x)
+    return x
+
+
+class _PredictorStep(nn.Module):
+  """One step of `FramePredictor`: an input frame (true or fed back) to next-frame logits."""
+
+  encoder: Sequence[int]
+  hidden: Sequence[int]
+  kernel_size: int
+  forget_bias: float
+  skip: bool
+  conv_impl: str
+
+  @nn.compact
+  def __call__(self, carry, xs):
+    cells, previous = carry  # previous: logits [B, H, W, C] of the last step
+    frame, use_true = xs  # [B, H, W, C], a scalar bool
+    x = jnp.where(use_true, frame, nn.sigmoid(previous))
+    h, stages = FrameEncoder(self.encoder, self.conv_impl, name="encoder")(x)  # [B, h, w, F]
+    new_cells = []
+    for i, width in enumerate(self.hidden):
+      cell = ConvLSTMCell(
+        width, self.kernel_size, self.forget_bias, self.conv_impl, name=f"convlstm{i}"
+      )
+      state, h = cell(cells[i], h)  # h: [B, h, w, width]
+      new_cells.append(state)
+    decoder = FrameDecoder(self.encoder, frame.shape[-1], self.skip, self.conv_impl, name="decoder")
+    logits = decoder(h, stages)  # [B, H, W, C]
+    return (tuple(new_cells), logits), logits
+
+
+class FramePredictor(nn.Module):
+  """Encoder -> stacked ConvLSTM -> decoder, predicting every frame from the ones before it.
+
+  Attributes:
+    encoder: channels of the strided encoder stages (resolution / 2 each).
+    hidden: channels of the stacked ConvLSTM layers (at the encoder's resolution).
+    kernel_size: side of the ConvLSTM gate convolutions.
+    forget_bias: initial forget-gate bias of the ConvLSTM cells.
+    skip: U-Net skips from the encoder stages to the decoder.
+    conv_impl: "auto", "xla" or "nhwc": how convolution gradients are computed (see `Conv`).
+    unroll: time steps per iteration of the scan loop (a speed knob; the program grows with it,
+      never with the clip length).
+  """
+
+  encoder: Sequence[int] = (16, 32)
+  hidden: Sequence[int] = (32, 32)
+  kernel_size: int = 3
+  forget_bias: float = 1.0
+  skip: bool = True
+  conv_impl: str = "auto"
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(
+    self, frames, *, train: bool, num_predict: int | None = None, teacher_forcing: bool = True
+  ):
+    """Predicts the last `num_predict` frames of clips `frames` [B, T, H, W, C].
+
+    The context is `frames[:, :T - num_predict]`. With teacher forcing the true previous frame is
+    the input of every step (one pass predicts every frame); free running feeds the sigmoid of
+    its own previous prediction back after the context and never reads the frames it predicts.
+    Both modes run the same T - 1 scanned steps (step t reads frame t and predicts frame t + 1).
+
+    Args:
+      frames: clips [B, T, H, W, C] in [0, 1]; H and W divisible by 2^len(encoder).
+      train: unused (no dropout or batch norm); present for the trainers' common interface.
+      num_predict: P, 1 <= P < T; None predicts every frame after the first (P = T - 1).
+      teacher_forcing: feed true frames (training) or the model's own predictions (rollout).
+
+    Returns:
+      Logits [B, P, H, W, C] of frames T - P .. T - 1.
+    """
+    del train
+    b, t, h, w, c = frames.shape
+    num_predict = t - 1 if num_predict is None else num_predict
+    if not 1 <= num_predict < t:
+      raise ValueError(f"need 1 <= num_predict < T = {t}, got {num_predict}")
+    scale = 2 ** len(self.encoder)
+    if h % scale or w % scale:
+      raise ValueError(f"frames {h}x{w} are not divisible by the encoder's stride {scale}")
+    zeros = lambda width: jnp.zeros((b, h // scale, w // scale, width), frames.dtype)
+    cells = tuple((zeros(width), zeros(width)) for width in self.hidden)  # (c, h) per layer
+    previous = jnp.zeros((b, h, w, c), frames.dtype)
+    inputs = jnp.moveaxis(frames[:, :-1], 1, 0)  # [T-1, B, H, W, C]: time-major for the scan
+    context = t - num_predict
+    use_true = jnp.arange(t - 1) < (t - 1 if teacher_forcing else context)  # [T-1]
+    scan = nn.scan(
+      _PredictorStep,
+      variable_broadcast="params",
+      split_rngs={"params": False},
+      unroll=self.unroll,
+    )
+    step = scan(
+      self.encoder,
+      self.hidden,
+      self.kernel_size,
+      self.forget_bias,
+      self.skip,
+      self.conv_impl,
+      name="step",
+    )
+    _, logits = step((cells, previous), (inputs, use_true))  # [T-1, B, H, W, C]
+    return jnp.moveaxis(logits, 0, 1)[:, t - 1 - num_predict :]  # [B, P, H, W, C]
+
+
+class VideoClassifier(nn.Module):
+  """Per-frame encoder -> stacked ConvLSTM over time -> spatial mean of the last state -> logits.
+
+  Attributes:
+    num_classes: width of the output logits (from the data set).
+    encoder: channels of the strided encoder stages (resolution / 2 each).
+    hidden: channels of the stacked ConvLSTM layers.
+    kernel_size: side of the ConvLSTM gate convolutions.
+    forget_bias: initial forget-gate bias of the ConvLSTM cells.
+    dense: hidden widths of the head (ReLU).
+    conv_impl: "auto", "xla" or "nhwc": how convolution gradients are computed (see `Conv`).
+    unroll: time steps per iteration of the scan loop.
+  """
+
+  num_classes: int
+  encoder: Sequence[int] = (16, 32)
+  hidden: Sequence[int] = (32,)
+  kernel_size: int = 3
+  forget_bias: float = 1.0
+  dense: Sequence[int] = ()
+  conv_impl: str = "auto"
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, frames, *, train: bool):
+    """Maps clips [B, T, H, W, C] (T = 1 allowed: a single frame) to logits [B, num_classes]."""
+    del train
+    if not self.hidden:
+      raise ValueError("VideoClassifier needs at least one ConvLSTM layer (hidden)")
+    b, t = frames.shape[:2]
+    # The encoder has no recurrence: run it on every frame at once.
+    encoder = FrameEncoder(self.encoder, self.conv_impl, name="encoder")
+    x, _ = encoder(frames.reshape(b * t, *frames.shape[2:]))  # [B*T, h, w, F]
+    x = x.reshape(b, t, *x.shape[1:])  # [B, T, h, w, F]
+    for i, width in enumerate(self.hidden):
+      cell = ConvLSTMCell(
+        width, self.kernel_size, self.forget_bias, self.conv_impl, name=f"convlstm{i}"
+      )
+      (_, last), x = nn.RNN(cell, return_carry=True, unroll=self.unroll)(x)  # x: [B, T, h, w, F]
+    y = last.mean(axis=(1, 2))  # [B, F]
+    for width in self.dense:
+      y = nn.relu(nn.Dense(width)(y))
+    return nn.Dense(self.num_classes)(y)  # [B, num_classes]
+
+
+CLIP = (20, 64, 64, 1)  # Moving MNIST: [T, H, W, C]
+PRESETS = {
+  # Encoder 64 -> 16 (16, 32 channels), two ConvLSTM(32) layers, sub-pixel decoder with skips.
+  "convlstm_predictor": Preset(FramePredictor, {}, CLIP, 190_596, {}),
+  # The same encoder, one ConvLSTM(32), mean-pooled last state; 4 orientation classes.
+  "video_classifier": Preset(VideoClassifier, {}, CLIP, 78_788, {"num_classes": 4}),
+}

@@ -1,0 +1,147 @@
+"""ConvLSTM, frame predictor and video classifier: shapes, parameters, scan, gradients, learning."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxvision import video_metrics
+from jaxvision.models import video
+
+SMALL = dict(encoder=(4, 8), hidden=(8,))  # a predictor small enough to compile in seconds
+# XLA:CPU compiles threefry's rolled loops slowly (about 1 s per initialised kernel); the RBG
+# generator makes the same random initialisations compile 5x faster.
+KEY = jax.random.key(0, impl="rbg")
+
+
+def _moving_squares(batch: int, frames: int, size: int = 16, seed: int = 0) -> np.ndarray:
+  """Clips [B, T, size, size, 1] of a 4x4 white square bouncing around (no data files needed)."""
+  rng = np.random.default_rng(seed)
+  clips = np.zeros((batch, frames, size, size, 1), np.float32)
+  for b in range(batch):
+    y, x = rng.integers(0, size - 4, 2)
+    dy, dx = rng.choice([-2, -1, 1, 2], 2)
+    for t in range(frames):
+      clips[b, t, y : y + 4, x : x + 4] = 1.0
+      if not 0 <= y + dy <= size - 4:
+        dy = -dy
+      if not 0 <= x + dx <= size - 4:
+        dx = -dx
+      y, x = y + dy, x + dx
+  return clips
+
+
+def test_convlstm_cell_over_time():
+  cell = video.ConvLSTMCell(features=5, kernel_size=3)
+  x = jnp.ones((2, 7, 8, 6, 3))  # [B, T, H, W, C]
+  rnn = nn.RNN(cell, return_carry=True)
+  variables = jax.jit(rnn.init)(KEY, x)
+  (c, h), outputs = jax.jit(rnn.apply)(variables, x)
+  assert outputs.shape == (2, 7, 8, 6, 5) and c.shape == h.shape == (2, 8, 6, 5)
+  np.testing.assert_array_equal(outputs[:, -1], h)
+  gates = variables["params"]["cell"]["gates"]
+  assert gates["kernel"].shape == (3, 3, 3 + 5, 4 * 5)
+  np.testing.assert_array_equal(gates["bias"], [0.0] * 5 + [1.0] * 5 + [0.0] * 10)  # forget = 1
+  carry = cell.initialize_carry(None, (2, 8, 6, 3))
+  assert [a.shape for a in carry] == [(2, 8, 6, 5)] * 2
+
+
+@pytest.mark.parametrize("shape, kernel, stride", [((2, 9, 8, 3), 3, 2), ((2, 7, 7, 4), 3, 1)])
+def test_nhwc_conv_gradients_equal_xla(shape, kernel, stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(kernel, kernel, shape[-1], 5)), jnp.float32)
+
+  def grads(conv):
+    loss = lambda x, k: jnp.sin(conv(x, k, (stride, stride))).sum()
+    return jax.jit(jax.grad(loss, (0, 1)))(x, k)
+
+  for mine, theirs in zip(grads(video.conv_nhwc), grads(video._conv), strict=True):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["convlstm_predictor", "video_classifier"])
+def test_preset_parameter_counts(name):
+  preset = video.PRESETS[name]
+  model = preset.module(**preset.attrs, **preset.example_data)
+  x = jnp.zeros((1, *preset.example_shape))
+  shapes = jax.eval_shape(lambda: model.init(KEY, x, train=False))  # no compile
+  assert sum(np.prod(a.shape) for a in jax.tree.leaves(shapes)) == preset.num_params
+
+
+def test_predictor_modes():
+  model = video.FramePredictor(**SMALL)
+  clip = jnp.asarray(_moving_squares(2, 8))  # [2, 8, 16, 16, 1]
+  variables = jax.jit(model.init, static_argnames="train")(KEY, clip, train=False)
+  run = jax.jit(model.apply, static_argnames=("train", "num_predict", "teacher_forcing"))
+  forced = run(variables, clip, train=False, num_predict=3, teacher_forcing=True)
+  free = run(variables, clip, train=False, num_predict=3, teacher_forcing=False)
+  assert forced.shape == free.shape == (2, 3, 16, 16, 1)
+  every = jax.eval_shape(lambda v: model.apply(v, clip, train=False), variables)
+  assert every.shape == (2, 7, 16, 16, 1)  # the default: every frame but the first
+  # The first predicted frame follows from the context alone, in both modes.
+  np.testing.assert_allclose(forced[:, 0], free[:, 0], atol=1e-6)
+  # Free running never reads the frames it predicts; teacher forcing reads the earlier ones.
+  changed = clip.at[:, 5:].set(0.5)
+  free_changed = run(variables, changed, train=False, num_predict=3, teacher_forcing=False)
+  np.testing.assert_array_equal(free, free_changed)
+  forced_changed = run(variables, changed, train=False, num_predict=3, teacher_forcing=True)
+  assert np.abs(forced_changed[:, 1:] - forced[:, 1:]).max() > 1e-4
+  with pytest.raises(ValueError, match="num_predict"):
+    model.apply(variables, clip, train=False, num_predict=8)
+
+
+def test_classifier_logits_for_clips_and_single_frames():
+  model = video.VideoClassifier(num_classes=4, **SMALL, dense=(6,))
+  clip = jnp.asarray(_moving_squares(3, 5))
+  variables = jax.eval_shape(lambda: model.init(KEY, clip, train=False))
+  # Shapes only: tracing checks every shape without compiling anything.
+  logits = lambda x: jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+  assert logits(clip).shape == (3, 4)
+  assert logits(clip[:, :1]).shape == (3, 4)  # T = 1: the single-frame control
+
+
+def _train_step_program(frames: int) -> str:
+  model = video.FramePredictor(**SMALL)
+  clip = jnp.zeros((2, frames, 16, 16, 1))
+  params = jax.eval_shape(lambda: model.init(KEY, clip[:1], train=False))
+
+  def loss(params, clip):
+    logits = model.apply(params, clip, train=True, num_predict=frames // 2)
+    return video_metrics.frame_bce(logits, clip[:, frames - frames // 2 :]).mean()
+
+  return jax.jit(jax.grad(loss)).lower(params, clip).compile().as_text()
+
+
+def test_program_size_flat_in_clip_length():
+  short, long = _train_step_program(10), _train_step_program(40)
+  assert abs(len(long) - len(short)) / len(short) < 0.05, (len(short), len(long))
+  assert short.count("while") == long.count("while") > 0  # the scans stay loops
+
+
+def test_few_adam_steps_reduce_the_frame_loss():
+  model = video.FramePredictor(**SMALL)
+  clip = jnp.asarray(_moving_squares(4, 6))  # [4, 6, 16, 16, 1]
+  init = jax.jit(model.init, static_argnames="train")
+  params = init(KEY, clip, train=False)["params"]
+  optimizer = optax.adam(1e-2)
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, clip, train=True, num_predict=3)
+    return video_metrics.frame_bce(logits, clip[:, 3:]).mean()
+
+  @jax.jit
+  def step(params, opt_state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  opt_state, losses = optimizer.init(params), []
+  for _ in range(15):
+    params, opt_state, loss = step(params, opt_state)
+    losses.append(float(loss))
+  assert np.isfinite(losses).all()
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert step._cache_size() == 1  # one compilation for every step
