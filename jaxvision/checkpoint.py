@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -111,11 +112,22 @@ def restore_latest(directory: str):
   Returns:
     (state as nested dicts of arrays, meta).
   """
-  manager = ocp.CheckpointManager(os.path.abspath(directory))
+  manager = ocp.CheckpointManager(
+    os.path.abspath(directory),
+    item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+  )
   try:
     step = manager.latest_step()
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {os.path.abspath(directory)}")
-    return _restore(manager, step, None)
+    # A target of the saved shapes on this process's first device, so that a checkpoint written
+    # on any topology (other device or process counts) restores here.
+    metadata = manager.item_metadata(step)["state"]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      metadata.tree if hasattr(metadata, "tree") else metadata,
+    )
+    return _restore(manager, step, target)
   finally:
     manager.close()

@@ -4,6 +4,7 @@ started by `launch.sh -n 2`, and by `srun -n 2` on a real single-node SLURM (no 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -61,7 +62,7 @@ def _check_same(one, two):
 def test_launch_sh_two_processes_equal_one(one_process, tmp_path):
   workdir = tmp_path / "two"
   out = subprocess.run(
-    ["./launch.sh", "-n", "2", *ARGS],
+    ["./launch.sh", "-n", "2", "experiments/digits_cnn.py", *ARGS[1:]],
     cwd=REPO, env=_env(4, WORKDIR=str(workdir), PYTHON=sys.executable),
     capture_output=True, text=True, timeout=300,
   )  # fmt: skip
@@ -81,3 +82,54 @@ def test_srun_two_processes_equal_one(one_process, slurm_cluster, tmp_path):  # 
   )
   assert out.returncode == 0, out.stderr[-2000:]
   _check_same(one_process, workdir)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  """A preemption notice reaching one host stops every host at the same step, with one joint
+  checkpoint, and both exit 75; the rerun finishes."""
+  workdir = tmp_path / "run"
+  port = free_port()
+  args = [
+    *ARGS,
+    "--config.num_train_steps=400",
+    "--config.log_every_steps=1",
+    f"--workdir={workdir}",
+  ]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-u",
+        "-m",
+        "jaxvision.main",
+        *args,
+        "--jax_distributed",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
+      cwd=REPO,
+      env=_env(4),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  try:
+    for line in procs[0].stdout:  # process 0 writes the progress lines
+      if line.startswith("step 3/"):
+        break
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert codes == [75, 75], [p.stderr.read()[-1500:] for p in procs]
+  step, _ = _params(workdir)
+  assert 3 <= step < 60
+  out = subprocess.run(
+    [sys.executable, "-m", "jaxvision.main", *args], cwd=REPO, env=_env(8),
+    capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert out.returncode == 0 and f"at step {step}" in out.stdout, out.stderr[-1500:]
