@@ -91,7 +91,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   port = free_port()
   args = [
     *ARGS,
-    "--config.num_train_steps=400",
+    "--config.num_train_steps=60",
     "--config.log_every_steps=1",
     f"--workdir={workdir}",
   ]
