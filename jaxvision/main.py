@@ -106,9 +106,10 @@ def run(argv) -> int:
     raise ValueError(f"--halt_after_steps={FLAGS.halt_after_steps} must be >= 0")
   import jax  # imported after flag parsing so that --help and flag errors stay instant
 
-  from jaxvision import distributed
+  from jaxvision import distributed, parallel
   from jaxvision.train import loop
 
+  parallel.ensure_cpu_threads()
   if FLAGS.jax_distributed:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config

@@ -17,6 +17,9 @@ restore under either strategy and on any device or process count.
 
 from __future__ import annotations
 
+import os
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -65,6 +68,22 @@ def local_rows(x: jax.Array, axis_name: str | None) -> jax.Array:
     return x
   rows = x.shape[0] // jax.lax.psum(1, axis_name)
   return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(axis_name) * rows, rows)
+
+
+def ensure_cpu_threads(environ=os.environ) -> None:
+  """Gives XLA:CPU's client enough threads for virtual CPU devices; call before JAX's backend
+  starts (reading `jax.devices()` starts it).
+
+  With `--xla_force_host_platform_device_count=N` every virtual device runs its share of a step
+  on the client's thread pool, which is sized by the core count. A collective waits until all N
+  devices reach it; with N > cores a device's program can stay queued behind the ones blocked
+  in the rendezvous, and after 40 s XLA aborts the process ("Termination timeout for all reduce").
+  PJRT_NPROC sizes the pool instead: 2 N threads leave room for every device. A value the user
+  set is kept.
+  """
+  match = re.search(r"xla_force_host_platform_device_count=(\d+)", environ.get("XLA_FLAGS", ""))
+  if match and "PJRT_NPROC" not in environ:
+    environ["PJRT_NPROC"] = str(max(2 * int(match.group(1)), os.cpu_count() or 1))
 
 
 def create_mesh(num_devices: int = 0) -> Mesh:

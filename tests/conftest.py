@@ -6,6 +6,10 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Enough XLA:CPU threads for 8 virtual devices on a 2-core machine: with the default pool (sized
+# by the core count) a collective can wait forever for a device whose program is queued behind
+# the others, and XLA aborts the process after 40 s (see jaxvision.parallel.ensure_cpu_threads).
+os.environ.setdefault("PJRT_NPROC", "16")
 
 import pathlib  # noqa: E402
 

@@ -23,6 +23,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -39,6 +40,11 @@ from jax.experimental import multihost_utils
 from jaxvision import checkpoint, metrics
 from jaxvision.evaluators import common as evaluators_lib
 from jaxvision.workdir import cpu_model, git_commit
+
+# The most compiled calls dispatched ahead of the host: waiting for older ones bounds the queue
+# (XLA:CPU's client can deadlock when a device's launches queue up behind a collective; see
+# parallel.ensure_cpu_threads) and costs nothing while the device is the bottleneck.
+MAX_CALLS_AHEAD = 8
 
 # Config keys that may differ on resume: they change when and what is logged, evaluated or saved,
 # or the device layout (checkpoints restore onto any topology), not what is computed.
@@ -147,9 +153,11 @@ def _all_finite(tree) -> jax.Array:
 class _Window:
   """Per-step metrics since the last log row; on device until fetched, then host floats."""
 
-  def __init__(self, next_step: int, saved: dict | None = None):
-    """`next_step`: the step the next appended metrics belong to; `saved`: host values of the
-    steps just before it (a window restored from a checkpoint)."""
+  def __init__(self, next_step: int, fetch, saved: dict | None = None):
+    """`next_step`: the step the next appended metrics belong to; `fetch`: the strategy's
+    device-to-host transfer of replicated values; `saved`: host values of the steps just before
+    `next_step` (a window restored from a checkpoint)."""
+    self._fetch = fetch
     self._host: dict[str, list] = {k: list(v) for k, v in (saved or {}).items()}
     self.first_step = next_step - len(next(iter(self._host.values()), []))
     self._device: list[dict] = []
@@ -161,7 +169,7 @@ class _Window:
     """Host values of every metric so far; raises FloatingPointError on a non-finite loss."""
     if self._device:
       start = self.first_step + len(next(iter(self._host.values()), []))
-      host = jax.device_get(self._device)
+      host = self._fetch(self._device)
       series = {k: np.concatenate([np.atleast_1d(m[k]) for m in host]) for k in host[0]}
       for key, values in series.items():
         bad = np.flatnonzero(~np.isfinite(values))
@@ -339,19 +347,23 @@ def train(
   _truncate_log(log_path, step)
   writer = metrics.create_writer(run.workdir, total)
   signals = _Signals()
-  window = _Window(step + 1, run.saved_window)
+  window = _Window(step + 1, strategy.fetch, run.saved_window)
   intervals = (config.log_every_steps, config.eval_every_steps, config.checkpoint.every_steps)
   status = "finished"
+  in_flight = collections.deque()
   try:
     while step < last_step:
       k = steps_this_call(step, steps_per_call, intervals, last_step)
       state, step_metrics = advance(state, step, k)
       window.append(step_metrics)
+      in_flight.append(step_metrics)
+      if len(in_flight) > MAX_CALLS_AHEAD:
+        jax.block_until_ready(in_flight.popleft())
       step += k
       stopping = _any_process(signals.stop) and step < total
       if step % config.log_every_steps == 0 or step == total:
         writer.write(step, window.summary())
-        window = _Window(step + 1)
+        window = _Window(step + 1, strategy.fetch)
       if step % config.eval_every_steps == 0 and step != total:
         writer.write(step, evaluators_lib.run_all(evaluators, state, step))
       if step % config.checkpoint.every_steps == 0 or step == last_step or stopping:

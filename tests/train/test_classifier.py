@@ -244,7 +244,7 @@ def test_train_step_compiles_once():
 
 def test_non_finite_loss_fails_fast_naming_the_step():
   def window(first_step, values):
-    w = loop._Window(first_step)
+    w = loop._Window(first_step, jax.device_get)
     for v in values:
       w.append({"train_loss": jnp.float32(v), "grad_norm": jnp.float32(np.inf)})
     return w
@@ -254,7 +254,7 @@ def test_non_finite_loss_fails_fast_naming_the_step():
   # only losses are checked (an infinite grad norm is logged, not fatal)
   assert window(1, (1.0, 0.5)).summary() == {"train_loss": 0.75, "grad_norm": np.inf}
   # scanned calls append [K] arrays; the step is still the one that went bad
-  scanned = loop._Window(1)
+  scanned = loop._Window(1, jax.device_get)
   scanned.append({"train_loss": jnp.array([1.0, 2.0, 3.0])})
   scanned.append({"train_loss": jnp.array([4.0, np.inf, 6.0])})
   with pytest.raises(FloatingPointError, match="at step 5"):

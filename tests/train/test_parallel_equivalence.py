@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import digits_cnn, mnist1d_rnn, mnist_cnn, mnist_dcgan
-from jaxvision import data, models
+from jaxvision import data, models, optim
 from jaxvision.train import classifier, gan, loop
 from jaxvision.workdir import restore_latest
 
@@ -28,6 +28,12 @@ def cnn_config(name, mnist_path):
   config.data.batch_size, config.data.eval_batch_size = 64, 1000
   config.model = models.model_config(name)
   config.augment.max_shift = 2  # per-example randomness must match across strategies too
+  if config.model.name.endswith("_bn"):
+    # Adam divides by sqrt(v) + eps: for the batch-norm offsets, whose gradients are near zero,
+    # that turns the float rounding of a different reduction order into differences of the
+    # learning rate's size. SGD at a modest rate compares the parallel arithmetic, not the
+    # conditioning of Adam or of a large step.
+    config.optimizer = optim.optimizer_config(name="sgd", learning_rate=0.01, momentum=0.9)
   return config
 
 
@@ -56,8 +62,15 @@ def _params(workdir, keys):
 
 
 def _assert_close(a, b):
+  """All parameters agree to 1e-5 relative (in norm over the model), and every tensor to 1e-3
+  of its own norm. The batch-norm offsets of the first layers are small sums of ~40,000
+  gradient terms with heavy cancellation: float32 rounding of another reduction order (one
+  device or eight, any strategy) moves them by up to ~5e-4 of their size, while a missing
+  cross-device mean moves them by O(1)."""
+  total = sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b, strict=True)) ** 0.5
+  assert total <= 1e-5 * sum(float(np.sum(y**2)) for y in b) ** 0.5
   for x, y in zip(a, b, strict=True):
-    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert np.linalg.norm(x - y) <= 1e-3 * np.linalg.norm(y) + 1e-9, np.abs(x - y).max()
 
 
 def _train(trainer, config, workdir, num_devices, strategy, halt=None):
