@@ -1,10 +1,14 @@
-"""Samples from a trained GAN's latest checkpoint: a PNG grid or a latent-walk GIF.
+"""Samples from a trained run's latest checkpoint: GAN grids and latent walks, video rollouts.
 
   python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --num=64 --out=grid.png
   python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --interpolate --out=walk.gif
+  python -m jaxvision.sample --workdir=runs/mmnist_convlstm --clips=4 --out=rollout.gif
 
-Uses the generator's EMA weights when the run kept an EMA (`--noema` for the raw weights). A
-class-conditional GAN draws the class `--label=K` ("a 7": `--label=7`), or every class in turn.
+A GAN run uses the generator's EMA weights when the run kept an EMA (`--noema` for the raw
+weights); a class-conditional GAN draws the class `--label=K` ("a 7": `--label=7`), or every class
+in turn. A video prediction run (trainer "video") rolls its model out freely on the first
+`--clips` eval clips from their observed frames: a GIF of observed | predicted | true, or (.png)
+a film strip with each true clip above its predicted frames.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jaxvision import images
-from jaxvision.workdir import load_generator
+from jaxvision import images, video_images
+from jaxvision.workdir import load_config, load_generator, restore_latest
 
-flags.DEFINE_string("workdir", None, "A GAN run's workdir.")
-flags.DEFINE_string("out", None, "Output file: .png for a grid, .gif with --interpolate.")
+flags.DEFINE_string("workdir", None, "A GAN or video prediction run's workdir.")
+flags.DEFINE_string(
+  "out", None, "Output file: .png for a grid, .gif with --interpolate; a video run: .gif or .png."
+)
 flags.DEFINE_integer("num", 64, "Images in the grid (or walks side by side with --interpolate).")
 flags.DEFINE_integer("seed", 0, "Seed of the latents.")
 flags.DEFINE_bool("ema", True, "Sample from the EMA weights when the run has them.")
@@ -29,6 +35,7 @@ flags.DEFINE_integer("scale", 2, "Pixel upscaling of the output.")
 flags.DEFINE_integer(
   "label", -1, "A class-conditional GAN: the class to draw (-1: every class in turn)."
 )
+flags.DEFINE_integer("clips", 4, "A video run: eval clips to roll out (the first ones).")
 flags.mark_flags_as_required(["workdir", "out"])
 FLAGS = flags.FLAGS
 
@@ -56,10 +63,58 @@ def latent_walk(generate, z_dim: int, num: int, points: int, frames_between: int
   return frames
 
 
+def load_rollouts(workdir: str, num_clips: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """A video prediction run's free-running predictions of its first `num_clips` eval clips.
+
+  Returns:
+    (clips [N, T, H, W, C], predicted pixels [N, P, H, W, C] of their last P frames, the step of
+    the checkpoint). The clips are regenerated from the run's data config (the MNIST digit files
+    must be where `data.data_dir` says).
+  """
+  from jaxvision import data, models  # the registry imports every model family: only here
+
+  config = load_config(workdir)
+  if config.get("trainer") != "video":
+    raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a video run")
+  state, meta = restore_latest(workdir)
+  model = models.create_model(config.model)
+  source = data.load_dataset(config.data).eval
+  if not 1 <= num_clips <= len(source):
+    raise app.UsageError(f"--clips={num_clips}: the run has {len(source)} eval clips")
+  batch = source.get(np.arange(num_clips))
+  num_predict = batch["targets"].shape[1]
+  logits = jax.jit(
+    lambda params, clips: model.apply(
+      {"params": params}, clips, train=False, num_predict=num_predict, teacher_forcing=False
+    )
+  )(state["params"], batch["inputs"])
+  return batch["inputs"], np.asarray(jax.nn.sigmoid(logits)), meta["step"]
+
+
+def write_rollouts(workdir: str, out: str, num_clips: int, scale: int) -> int:
+  """Writes `out` (.gif: observed | predicted | true per row; .png: a film strip) for a video
+  run; returns the checkpoint's step."""
+  if not out.endswith((".gif", ".png")):
+    raise app.UsageError(f"--out={out}: a video run writes a .gif or a .png")
+  clips, predicted, step = load_rollouts(workdir, num_clips)
+  pairs = list(zip(clips, predicted, strict=True))
+  if out.endswith(".gif"):
+    rows = [video_images.prediction_panels(c, p) for c, p in pairs]
+    video_images.save_gif(out, rows, scale=scale)
+  else:
+    strip = [row for c, p in pairs for row in video_images.prediction_strip(c, p)]
+    video_images.save_strip(out, strip, scale=scale)
+  return step
+
+
 def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if load_config(FLAGS.workdir).get("trainer") == "video":
+    step = write_rollouts(FLAGS.workdir, FLAGS.out, FLAGS.clips, FLAGS.scale)
+    print(f"Wrote {FLAGS.out} from {FLAGS.workdir} (step {step})")
+    return
   trained, z_dim, step, _, num_classes = load_generator(FLAGS.workdir, FLAGS.ema)
   if FLAGS.label >= num_classes and num_classes:
     raise app.UsageError(f"--label={FLAGS.label}: the GAN has classes 0..{num_classes - 1}")

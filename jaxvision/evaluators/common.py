@@ -16,6 +16,7 @@ import importlib
 TYPES = {
   "classification": "jaxvision.evaluators.classification",
   "gan": "jaxvision.evaluators.gan",
+  "video_prediction": "jaxvision.evaluators.video",
 }
 FORMATS = ("percent", "float", "int")
 

@@ -149,6 +149,11 @@ def train_and_evaluate(
   strategy = parallel.create_strategy(config.parallel)
   validate(config, strategy)
   dataset = data_lib.load_dataset(config.data)
+  if config.steps_per_call > 1 and not isinstance(dataset.train, data_lib.ArraySource):
+    raise ValueError(
+      f"config.steps_per_call={config.steps_per_call} keeps the train split on device; a "
+      f"generated source ({config.data.source}) needs steps_per_call=1"
+    )
   model = models.create_model(
     config.model, num_classes=dataset.num_classes, axis_name=strategy.axis_name
   )

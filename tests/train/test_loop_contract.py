@@ -12,8 +12,10 @@ import pytest
 from experiments import digits_cnn, mnist1d_rnn, mnist_dcgan
 from jaxvision import data, models
 from jaxvision.data import pipeline
-from jaxvision.train import classifier, gan, loop
+from jaxvision.train import classifier, gan, loop, video
 from jaxvision.workdir import restore_latest
+from tests.conftest import MNIST_FILES, mnist_dir
+from tests.train.test_video_training import tiny_config
 
 
 def _short(config, steps=8):
@@ -48,11 +50,22 @@ def gan_config():
   return config
 
 
+def video_config():
+  """The frame predictor, tiny (32x32, 6 frames, 1 digit), on clips of the offline MNIST digits."""
+  if not all((mnist_dir() / f).is_file() for f in MNIST_FILES):
+    pytest.skip(f"offline MNIST IDX files not found in {mnist_dir()} (set JAXVISION_MNIST_DIR)")
+  config = _short(tiny_config())
+  config.data.update(eval_batch_size=8, num_eval=8)
+  config.evaluators.eval.gif_clips = 0  # GIFs are tested in test_video_training
+  return config
+
+
 # trainer module, config, the loss keys its step returns
 TRAINERS = {
   "classifier": (classifier, classifier_config, ("train_loss",)),
   "rnn": (classifier, rnn_config, ("train_loss",)),
   "gan": (gan, gan_config, ("d_loss", "g_loss")),
+  "video": (video, video_config, ("train_loss",)),
 }
 
 

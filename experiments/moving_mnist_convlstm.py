@@ -1,0 +1,69 @@
+"""Moving MNIST next-frame prediction with a ConvLSTM (encoder -> 2 ConvLSTMs -> decoder).
+
+  python -m jaxvision.main --config=experiments/moving_mnist_convlstm.py \\
+      --workdir=runs/mmnist_convlstm
+
+Offline: clips are generated on the fly from the MNIST IDX files in $JAXVISION_MNIST_DIR (else
+../shared/data/mnist); train clips use digit images t10k[:8000], eval clips t10k[8000:].
+
+The default is sized for a 2-core CPU: one digit on 48x48 frames, 12 frames (6 observed, 6 to
+predict), batch 16, 2,000 steps. Measured on a 2-core AMD EPYC (XLA:CPU runs this scanned step on
+about one core): 0.55-0.7 s per step, 12.5 s per evaluation of the 1,000 eval clips, so 20-25
+minutes in all; `--config.model.hidden='(32,)'` (one ConvLSTM layer) takes 0.5 s per step.
+(Frames must exceed the 28-pixel digits, so 32x32 would leave them 4 pixels to move in; the
+encoder's stride 4 must divide the side.) Training is teacher-forced with per-pixel
+binary cross-entropy; evaluation rolls the model out freely from the 6 observed frames and reports
+MSE and SSIM next to the copy-last-frame baseline (`eval_mse_ratio` > 1 beats it), with a GIF of
+observed | predicted | true per evaluation in `<workdir>/samples/`. A rollout of the trained model:
+
+  python -m jaxvision.sample --workdir=runs/mmnist_convlstm --out=rollout.gif
+
+`:standard` is the usual benchmark (Srivastava et al. 2015): two digits on 64x64 frames, 10
+observed and 10 predicted, 20,000 steps; about 7x the compute per step: for an accelerator.
+"""
+
+import ml_collections
+
+from jaxvision import config_lib, data, models, optim
+
+VARIANTS = ("cpu", "standard")
+
+
+def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f"moving_mnist_convlstm takes one of {VARIANTS}, got {variant!r}")
+  config = config_lib.base_config(trainer="video")
+  # Classifier-only keys: a key nothing reads would be a silent no-op override.
+  del config.label_smoothing
+  del config.augment
+  config.seed = 0
+  config.loss = "bce"  # bce (per-pixel cross-entropy of the logits) | mse (of sigmoid pixels)
+  config.data = data.data_config(
+    "moving_mnist",
+    task="predict",
+    size=48,
+    frames=12,
+    observed=6,
+    digits_per_clip=1,
+    batch_size=16,
+    eval_batch_size=200,
+    num_eval=1000,
+  )
+  config.model = models.model_config("convlstm_predictor")
+  config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3, grad_clip_norm=1.0)
+  config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=100, end_factor=0.05)
+  config.evaluators = ml_collections.ConfigDict(
+    {"eval": dict(type="video_prediction", pred="predict", batch_size=0, gif_clips=4, gif_scale=2)}
+  )
+  config.num_train_steps = 2000
+  config.log_every_steps = 50
+  config.eval_every_steps = 500
+  config.checkpoint.every_steps = 500
+  if variant == "standard":
+    config.data.update(size=64, frames=20, observed=10, digits_per_clip=2)
+    config.data.eval_batch_size = 100
+    config.num_train_steps = 20_000
+    config.schedule.warmup_steps = 500
+    config.log_every_steps = 200
+    config.eval_every_steps = config.checkpoint.every_steps = 2000
+  return config
