@@ -150,7 +150,11 @@ def main(argv):
       traceback.print_exc()
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: after a failed checkpoint write, Orbax's background threads would print
+    # tracebacks while the interpreter shuts down. Files are closed and writes finished by now.
+    os._exit(EXIT_ERROR)
   sys.exit(status)
 
 

@@ -22,6 +22,9 @@ from jaxvision.workdir import restore_latest
 from tests.conftest import REPO
 from tests.reliability import record
 
+# Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.
+pytestmark = pytest.mark.slow
+
 DIGITS = [
   "--config=experiments/digits_cnn.py",
   "--config.log_every_steps=4",

@@ -137,7 +137,9 @@ def write_gan_workdir(workdir, config, step=7, num_classes=0):
     "ema_params": variables["params"],
   }
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), every_steps=1, keep=1)
-  checkpointer.save(step, state, {"step": step, "image_shape": [8, 8, 1]})
+  checkpointer.save(
+    step, state, {"step": step, "image_shape": [8, 8, 1], "num_classes": num_classes}
+  )
   checkpointer.close()
 
 

@@ -258,6 +258,7 @@ def digits_sweep(tmp_path_factory):
   )
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_and_reruns_only_missing_points(digits_sweep):
   s = digits_sweep
   output = s["first_output"]
@@ -292,6 +293,7 @@ def test_interrupted_sweep_resumes_and_reruns_only_missing_points(digits_sweep):
     assert list((workdir / "tb" / "hparams").glob("events.out.tfevents.*"))  # HParams written
 
 
+@pytest.mark.slow
 def test_slurm_job_array_finishes_the_sweep(digits_sweep, slurm_cluster, tmp_path):
   root = tmp_path / "runs"
   shutil.copytree(digits_sweep["root"] / "digits_cnn", root / "digits_cnn")

@@ -23,7 +23,7 @@ def test_model_name_override_trains_that_model(tmp_path, mnist_path):
       "--config.eval_every_steps=2",
       "--config.checkpoint.every_steps=2",
       "--config.schedule.warmup_steps=1",
-      "--config.data.eval_batch_size=500",
+      "--config.data.eval_batch_size=400",
     ],
     cwd=REPO,
     capture_output=True,

@@ -17,6 +17,9 @@ from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, mnist_dir
 from tests.train.test_video_training import tiny_config
 
+# Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.
+pytestmark = pytest.mark.slow
+
 
 def _short(config, steps=8):
   config.num_train_steps = steps

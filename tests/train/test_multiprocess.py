@@ -17,6 +17,9 @@ from tests.cluster import slurm_cluster  # noqa: F401 (the fixture)
 from tests.conftest import REPO
 from tests.test_distributed import free_port, jax_env
 
+# Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.
+pytestmark = pytest.mark.slow
+
 ARGS = [
   "--config=experiments/digits_cnn.py",
   "--config.num_train_steps=12",

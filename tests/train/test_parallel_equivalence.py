@@ -11,6 +11,9 @@ from jaxvision import data, models, optim
 from jaxvision.train import classifier, gan, loop
 from jaxvision.workdir import restore_latest
 
+# Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.
+pytestmark = pytest.mark.slow
+
 TOPOLOGIES = [(1, "jit"), (0, "jit"), (0, "pmap")]  # (num_devices, strategy); 0: all 8
 
 
