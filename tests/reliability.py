@@ -59,7 +59,8 @@ def main() -> int:
     log = os.path.join(tmp, "rows.jsonl")
     env = {**os.environ, LOG_ENV: log}
     out = subprocess.run(
-      [sys.executable, "-m", "pytest", "tests/test_faults.py", "-q", "-p", "no:cacheprovider"],
+      [sys.executable, "-m", "pytest", "tests/test_faults.py", "-q", "-m", "slow",
+       "-p", "no:cacheprovider"],
       cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     print(out.stdout[-3000:], out.stderr[-2000:])

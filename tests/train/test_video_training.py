@@ -24,6 +24,9 @@ from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, REPO, mnist_dir
 from tests.train.test_classifier import read_jsonl
 
+# Two minutes of ConvLSTM trainings on 2 cores: CI runs them after the default suite.
+pytestmark = pytest.mark.slow
+
 FRAMES, OBSERVED, SIZE = 6, 3, 32
 
 
