@@ -15,6 +15,7 @@ import pytest
 from jaxvision.workdir import restore_latest
 from tests.cluster import slurm_cluster  # noqa: F401 (the fixture)
 from tests.conftest import REPO
+from tests.reliability import record
 from tests.test_distributed import free_port, jax_env
 
 # Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.
@@ -71,6 +72,13 @@ def test_launch_sh_two_processes_equal_one(one_process, tmp_path):
   )  # fmt: skip
   assert out.returncode == 0, out.stderr[-2000:]
   _check_same(one_process, workdir)
+  record(
+    "multi-host: one writer, joint checkpoints",
+    "`./launch.sh -n 2` (2 processes x 4 CPU devices) against 1 process x 8 devices",
+    "same parameters; one TensorBoard writer and one set of metrics rows (process 0); the "
+    "checkpoint written jointly restores on 1 process",
+    "-",
+  )
 
 
 def test_srun_two_processes_equal_one(one_process, slurm_cluster, tmp_path):  # noqa: F811
@@ -136,3 +144,10 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
     capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert out.returncode == 0 and f"at step {step}" in out.stdout, out.stderr[-1500:]
+  record(
+    "multi-host: SIGTERM to one of two processes",
+    "`SIGTERM` to process 1 of 2 (2 x 4 CPU devices, gloo over 127.0.0.1) after step 3",
+    f"both stop at step {step} with one joint checkpoint and exit 75; the rerun (1 process x 8 "
+    "devices) resumes from it and finishes",
+    "0",
+  )
