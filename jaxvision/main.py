@@ -104,8 +104,7 @@ def run(argv) -> int:
   workdir = check_workdir(FLAGS.workdir)
   if FLAGS.halt_after_steps is not None and FLAGS.halt_after_steps < 0:
     raise ValueError(f"--halt_after_steps={FLAGS.halt_after_steps} must be >= 0")
-  import jax  # imported after flag parsing so that --help and flag errors stay instant
-
+  # Imported after flag parsing so that --help and flag errors stay instant.
   from jaxvision import distributed, parallel
   from jaxvision.train import loop
 
@@ -126,7 +125,6 @@ def run(argv) -> int:
     },
   )
   outcome = trainer.train_and_evaluate(config, workdir, options)
-  del jax
   return EXIT_PREEMPTED if outcome.status == "preempted" else 0
 
 
