@@ -78,18 +78,24 @@ def program(tmp_path: pathlib.Path) -> pathlib.Path:
   return path
 
 
-def test_srun_two_processes_initialize_without_arguments(slurm_cluster, program):  # noqa: F811
+def test_srun_two_processes_initialize_without_arguments(slurm_cluster, program, tmp_path):  # noqa: F811
   # JAX's default coordinator port derives from the job id, which starts at 1 in every test
   # cluster: a free port keeps concurrent sessions on one machine apart, and the bind address
   # keeps the coordinator on loopback. Process count, id and host still come from SLURM.
   port = free_port()
   env = jax_env(JAX_COORDINATOR_PORT=str(port), JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}")
+  # One output file per task: srun interleaves the tasks' streams mid-line (Gloo's C++ logging
+  # writes to stdout too), so a merged stdout cannot be parsed line by line.
+  output = tmp_path / "task-%t.out"
   result = slurm_cluster.srun(
-    ["-n", "2", "--kill-on-bad-exit=1", sys.executable, str(program)], timeout=90, env=env
+    ["-n", "2", "--kill-on-bad-exit=1", f"--output={output}", sys.executable, str(program)],
+    timeout=90,
+    env=env,
   )
-  assert result.returncode == 0, result.stdout + result.stderr
-  lines = sorted(line for line in result.stdout.splitlines() if line.startswith("RESULT"))
-  assert lines == [expected(0), expected(1)], result.stdout + result.stderr
+  texts = [(tmp_path / f"task-{task}.out").read_text() for task in range(2)]
+  assert result.returncode == 0, result.stderr + "".join(texts)
+  lines = sorted(line for text in texts for line in text.splitlines() if line.startswith("RESULT"))
+  assert lines == [expected(0), expected(1)], "".join(texts)
 
 
 def test_local_processes_with_explicit_coordinator(program):
