@@ -33,7 +33,8 @@ class Evaluator:
     self._step = context.strategy.compile(
       lambda state, batch: eval_step(
         state, batch, predict_fn=predict_fn, axis_name=context.strategy.axis_name
-      )
+      ),
+      compiler_options=context.compiler_options,
     )
     self._name = name
     self.metrics = (

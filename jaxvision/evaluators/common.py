@@ -45,6 +45,7 @@ class Context:
   key: object  # a PRNG key for evaluators that sample
   batch_size: int  # default evaluation batch size (config.data.eval_batch_size)
   info: dict = dataclasses.field(default_factory=dict)  # trainer facts, e.g. {"z_dim": 100}
+  compiler_options: dict | None = None  # XLA options for every compile (xla.compiler_options)
 
 
 def from_config(config, context: Context) -> list:

@@ -41,7 +41,9 @@ class Evaluator:
     self._name, self._strategy, self._workdir = name, strategy, context.workdir
     z_dim = context.info["z_dim"]
     self._num, self._batch_size, self._z_dim = num_samples, batch_size, z_dim
-    self._generate = strategy.compile(context.predict_fns[pred])
+    self._generate = strategy.compile(
+      context.predict_fns[pred], compiler_options=context.compiler_options
+    )
     grid_key, self._key, floor_key = jax.random.split(context.key, 3)
     self._grid_z = np.asarray(jax.random.normal(grid_key, (grid_size, z_dim)))
     self.features, self.floor = None, {}

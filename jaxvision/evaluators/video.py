@@ -77,12 +77,14 @@ class Evaluator:
     self._step = strategy.compile(
       lambda state, batch: eval_step(
         state, batch, predict_fn=predict_fn, axis_name=strategy.axis_name
-      )
+      ),
+      compiler_options=context.compiler_options,
     )
     # P, the frames to predict, is fixed by the data: the rollout compiles once for it.
     self._num_predict = self._source.get(np.arange(1))["targets"].shape[1]
     self._rollout = strategy.compile(
-      lambda state, clips: jax.nn.sigmoid(predict_fn(state, clips, num_predict=self._num_predict))
+      lambda state, clips: jax.nn.sigmoid(predict_fn(state, clips, num_predict=self._num_predict)),
+      compiler_options=context.compiler_options,
     )
     self._gif_clips, self._gif_scale = gif_clips, gif_scale
     self.metrics = (

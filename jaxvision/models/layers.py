@@ -7,6 +7,31 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def forget_bias_init(features: int, value: float):
+  """Bias initializer for fused LSTM gates (input, forget, candidate, output), each `features`
+  wide: `value` on the forget gate, 0 on the others."""
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.zeros(shape, dtype).at[features : 2 * features].set(value)
+
+  return init
+
+
+def lstm_update(z: jnp.ndarray, c: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The LSTM state update from fused gate pre-activations z [..., 4F] (input, forget, candidate,
+  output) and the cell state c [..., F]: the new (c, h)."""
+  i, f, g, o = jnp.split(z, 4, axis=-1)
+  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+
+
+def zero_carry(input_shape, features: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Zero LSTM (c, h) of `features` channels for inputs of `input_shape` [..., C]."""
+  zeros = jnp.zeros((*input_shape[:-1], features))
+  return zeros, zeros
+
+
 def max_pool(x: jnp.ndarray, window: int) -> jnp.ndarray:
   """Non-overlapping max pooling (window = stride, VALID) over every spatial axis.
 

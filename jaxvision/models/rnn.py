@@ -14,6 +14,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.models import layers
 from jaxvision.models.preset import Preset
 
 POOLINGS = ("last", "mean")
@@ -38,23 +39,16 @@ class LSTMCell(nn.RNNCellBase):
   def __call__(self, carry, inputs):
     c, h = carry
     n = self.features
-
-    def bias_init(key, shape, dtype=jnp.float32):
-      del key
-      return jnp.zeros(shape, dtype).at[n : 2 * n].set(self.forget_bias)
-
+    bias_init = layers.forget_bias_init(n, self.forget_bias)
     z = nn.Dense(4 * n, use_bias=False, name="input")(inputs) + nn.Dense(
       4 * n, bias_init=bias_init, kernel_init=nn.initializers.orthogonal(), name="hidden"
     )(h)  # [B, 4H]: input, forget, candidate, output
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-    h = nn.sigmoid(o) * jnp.tanh(c)
+    c, h = layers.lstm_update(z, c)
     return (c, h), h
 
   def initialize_carry(self, rng, input_shape):
     del rng
-    zeros = jnp.zeros((*input_shape[:-1], self.features))
-    return zeros, zeros
+    return layers.zero_carry(input_shape, self.features)
 
   @property
   def num_feature_axes(self) -> int:

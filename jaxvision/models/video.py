@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.models import layers
 from jaxvision.models.preset import Preset
 
 CONV_IMPLS = ("auto", "xla", "nhwc")
@@ -142,24 +143,17 @@ class ConvLSTMCell(nn.RNNCellBase):
     """One step: carry (c, h) [B, h, w, F] each, inputs [B, h, w, C] -> (new carry, h)."""
     c, h = carry
     n = self.features
-
-    def bias_init(key, shape, dtype=jnp.float32):
-      del key
-      return jnp.zeros(shape, dtype).at[n : 2 * n].set(self.forget_bias)
-
+    bias_init = layers.forget_bias_init(n, self.forget_bias)
     # One conv over [x, h] equals the sum of the input and hidden convolutions, in one matmul.
     gates = Conv(4 * n, self.kernel_size, impl=self.conv_impl, bias_init=bias_init, name="gates")
     z = gates(jnp.concatenate([inputs, h], axis=-1))  # [B, h, w, 4F]: i, f, g, o gates
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-    h = nn.sigmoid(o) * jnp.tanh(c)
+    c, h = layers.lstm_update(z, c)
     return (c, h), h
 
   def initialize_carry(self, rng, input_shape):
     """Zero (c, h) [*input_shape[:-1], features] for inputs of `input_shape` [B, h, w, C]."""
     del rng
-    zeros = jnp.zeros((*input_shape[:-1], self.features))
-    return zeros, zeros
+    return layers.zero_carry(input_shape, self.features)
 
   @property
   def num_feature_axes(self) -> int:

@@ -169,6 +169,7 @@ def train_and_evaluate(
       strategy=strategy,
       workdir=workdir,
       key=eval_key,
+      compiler_options=xla.compiler_options(config.xla),
       batch_size=config.data.eval_batch_size,
     ),
   )
