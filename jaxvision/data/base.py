@@ -78,8 +78,9 @@ class GeneratedSource:
 class Dataset:
   """A train and an eval source, with what a result table needs to say about them.
 
-  `info` holds what a model or evaluator needs to know about the task, e.g. `num_classes` for
-  classification; it is empty for tasks without classes.
+  `info` holds what a model, trainer or evaluator needs to know about the task, e.g.
+  `num_classes` for classification (absent for tasks without classes) and `time_axes` (how many
+  leading axes of an input are time, as a clip's frames: augmentation does not shift them).
   """
 
   name: str

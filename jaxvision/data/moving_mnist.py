@@ -252,7 +252,7 @@ def load(config) -> base.Dataset:
   else:
     view = ", first frame only (control)" if config.single_frame else ""
     task = f"classify {config.label} into {config.classes}{view}"
-    info = {"num_classes": config.classes}
+    info = {"num_classes": config.classes, "time_axes": 1}  # inputs [T, H, W, 1]: no shift in T
   return base.Dataset(
     name="moving_mnist",
     train=base.GeneratedSource(train, config.num_train, seed=2 * config.seed),

@@ -52,6 +52,7 @@ def train_step(
   *,
   learning_rate_fn,
   max_shift: int = 0,
+  time_axes: int = 0,
   label_smoothing: float = 0.0,
   axis_name: str | None = None,
 ):
@@ -64,6 +65,7 @@ def train_step(
     learning_rate_fn: the schedule, logged as `learning_rate`.
     max_shift: random-shift augmentation (0: none); shifts are drawn for the global batch, so
       every strategy and device count augments each example alike.
+    time_axes: leading input axes the shift leaves alone (a clip's frames; `augment`).
     label_smoothing: cross-entropy label smoothing.
     axis_name: the device axis under pmap (gradients, metrics and batch statistics are averaged
       over it); None under sharded jit.
@@ -74,7 +76,9 @@ def train_step(
   aug_key, dropout_key = jax.random.split(jax.random.fold_in(key, state.step))
   if axis_name is not None:  # dropout masks differ per device (cannot match one device exactly)
     dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
-  inputs = augment.random_shift(aug_key, batch["inputs"], max_shift, axis_name=axis_name)
+  inputs = augment.random_shift(
+    aug_key, batch["inputs"], max_shift, axis_name=axis_name, time_axes=time_axes
+  )
   labels = batch["targets"]
   mutable = ["batch_stats"] if state.batch_stats else False
 
@@ -186,6 +190,7 @@ def train_and_evaluate(
   step_kwargs = dict(
     learning_rate_fn=schedule,
     max_shift=config.augment.max_shift,
+    time_axes=dataset.info.get("time_axes", 0),
     label_smoothing=config.label_smoothing,
     axis_name=strategy.axis_name,
   )

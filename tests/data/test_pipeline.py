@@ -64,3 +64,15 @@ def test_random_shift_translates_with_zero_fill():
     assert matches, (row, orig)
   images = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
   assert random_shift(jax.random.key(2), images, 1).shape == images.shape
+
+
+def test_random_shift_moves_a_clip_in_space_only():
+  # With time_axes=1 every frame of a clip moves by the clip's one spatial shift, and no frame
+  # moves in time: the same as shifting the frames stacked as channels of one image.
+  clips = jax.random.uniform(jax.random.key(3), (4, 5, 8, 8, 1)) + 0.5  # [B, T, H, W, C] > 0
+  y = random_shift(jax.random.key(4), clips, 2, time_axes=1)
+  as_channels = clips.transpose(0, 2, 3, 1, 4).reshape(4, 8, 8, 5)
+  expected = random_shift(jax.random.key(4), as_channels, 2)
+  np.testing.assert_array_equal(y, expected.reshape(4, 8, 8, 5, 1).transpose(0, 3, 1, 2, 4))
+  assert np.all(np.asarray(y).any(axis=(2, 3, 4)))  # no frame was shifted out in time
+  assert not np.array_equal(y, clips)  # something moved
