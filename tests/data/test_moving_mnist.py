@@ -99,7 +99,7 @@ def _classify(mnist_path, **changes):
 
 def test_orientation_balanced_and_no_single_frame_tells(mnist_path):
   config, ds, batch, order = _classify(mnist_path)
-  assert ds.info == {"num_classes": 4} and ds.num_classes == 4
+  assert ds.info == {"num_classes": 4, "time_axes": 1} and ds.num_classes == 4
   labels, frames = batch["targets"], batch["inputs"]  # [400], [400, T, 64, 64, 1]
   assert labels.dtype == np.int32 and labels.shape == (400,)
   np.testing.assert_array_equal(np.bincount(labels, minlength=4), [100] * 4)
