@@ -435,10 +435,12 @@ def run_local(sweep: dict, points_file: str, parallel: int = 1, grace_s: float =
   ran, failed = [], []
   running = {}  # Popen -> (point, start time)
 
-  def on_sigterm(signum, frame):
+  def on_signal(signum, frame):
     raise KeyboardInterrupt  # stop like Ctrl-C: the points checkpoint and stop
 
-  previous = signal.signal(signal.SIGTERM, on_sigterm)
+  # SIGINT too, explicitly: a sweep started in the background by a non-interactive shell
+  # (`nohup ... &`) inherits SIGINT ignored, and `kill -INT` would then do nothing.
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   print(
     f"sweep {sweep['config']}: {total} points in {sweep['sweep_dir']}, {len(skipped)} already "
     f"finished, {len(todo)} to run, {parallel} at a time",
@@ -479,7 +481,8 @@ def run_local(sweep: dict, points_file: str, parallel: int = 1, grace_s: float =
     _stop(running, grace_s)
     print(f"stopped in {time.monotonic() - stop_start:.1f} s", flush=True)
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
   names = lambda ps: ", ".join(p["name"] for p in ps) or "-"
   print(
     f"summary: {total} points, {len(ran)} ran, {len(skipped)} already finished, "

@@ -211,8 +211,16 @@ def digits_sweep(tmp_path_factory):
   command = [*_sweep_command(root), "--parallel=2", "--", *TINY]
   first_log = root.parent / "first.txt"
   with open(first_log, "w") as out:
+    # Started as a non-interactive shell starts a background job, with SIGINT ignored: the
+    # sweep must still stop on `kill -INT` (CI itself may run in the background).
     proc = subprocess.Popen(
-      command, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+      command,
+      cwd=REPO,
+      env=_env(),
+      stdout=out,
+      stderr=subprocess.STDOUT,
+      start_new_session=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
   deadline = time.monotonic() + 400
   training = None
