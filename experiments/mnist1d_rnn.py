@@ -7,7 +7,7 @@ One unidirectional layer of 128 units, classified from its last state; Adam with
 cosine decay and random shifts of up to 2 steps.
 """
 
-from jaxvision import config_lib, data, models, optim
+from jaxvision import config_lib, data, models, optim, sweep
 
 
 def get_config(cell: str = "gru"):
@@ -27,3 +27,9 @@ def get_config(cell: str = "gru"):
   config.eval_every_steps = 2000
   config.checkpoint.every_steps = 2000
   return config
+
+
+def get_sweep(cell: str = "gru"):
+  """Three seeds of either cell (runs/mnist1d_rnn_gru/seed=K, ...)."""
+  del cell
+  return sweep.product(seed=range(3))

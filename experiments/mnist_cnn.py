@@ -12,7 +12,7 @@ Both run 10 epochs at batch 128: Adam, peak learning rate 2e-3 after a one-epoch
 decay, and random shifts of up to 2 pixels. `--config.model.name=cnn_b` selects seed CNN B.
 """
 
-from jaxvision import config_lib, data, models, optim
+from jaxvision import config_lib, data, models, optim, sweep
 
 NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
 
@@ -38,3 +38,12 @@ def get_config(source: str = "tfds"):
   )
   config.checkpoint.every_steps = 500
   return config
+
+
+def get_sweep(source: str = "tfds"):
+  """`:idx`: the 5 folds of the offline split (runs/mnist_cnn_idx/data.fold=K); TFDS: 3 seeds.
+  CNN B's folds: `python -m jaxvision.sweep --config=experiments/mnist_cnn.py:idx
+  --axis=model.name=cnn_b`."""
+  if source == "idx":
+    return sweep.product(**{"data.fold": range(5)})
+  return sweep.product(seed=range(3))

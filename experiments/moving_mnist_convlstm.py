@@ -24,7 +24,7 @@ observed and 10 predicted, 20,000 steps; about 7x the compute per step: for an a
 
 import ml_collections
 
-from jaxvision import config_lib, data, models, optim
+from jaxvision import config_lib, data, models, optim, sweep
 
 VARIANTS = ("cpu", "standard")
 
@@ -67,3 +67,9 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     config.log_every_steps = 200
     config.eval_every_steps = config.checkpoint.every_steps = 2000
   return config
+
+
+def get_sweep(variant: str = "cpu"):
+  """Two seeds (runs/moving_mnist_convlstm/seed=K)."""
+  del variant
+  return sweep.product(seed=range(2))

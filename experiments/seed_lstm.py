@@ -8,7 +8,7 @@ The task (jaxvision/data/marked_sum.py) needs information from both ends of each
 `:control` trains on shuffled labels and must stay at chance (50%).
 """
 
-from jaxvision import config_lib, data, models, optim
+from jaxvision import config_lib, data, models, optim, sweep
 
 
 def get_config(variant: str = "task"):
@@ -37,3 +37,9 @@ def get_config(variant: str = "task"):
   config.eval_every_steps = 1000
   config.checkpoint.every_steps = 1000
   return config
+
+
+def get_sweep(variant: str = "task"):
+  """Two seeds of the task or of its control (runs/seed_lstm[_control]/seed=K)."""
+  del variant
+  return sweep.product(seed=range(2))

@@ -8,7 +8,7 @@ default ../shared/data/mnist), training on t10k[:8000] and evaluating on t10k[80
 uses the prepared TFDS mnist set (60,000 / 10,000).
 """
 
-from jaxvision import config_lib, data, models, optim
+from jaxvision import config_lib, data, models, optim, sweep
 
 NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
 
@@ -35,3 +35,10 @@ def get_config(source: str = "idx"):
   config.eval_every_steps = config.num_train_steps // 2
   config.checkpoint.every_steps = 500
   return config
+
+
+def get_sweep(source: str = "idx"):
+  """`:idx`: the 5 folds of the offline split; TFDS: 3 seeds."""
+  if source == "idx":
+    return sweep.product(**{"data.fold": range(5)})
+  return sweep.product(seed=range(3))

@@ -27,6 +27,7 @@ import glob
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -355,6 +356,27 @@ def _over_text(group: Group, over) -> str:
   return "; ".join(f"{axis} = {', '.join(vs)}" for axis, vs in values.items())
 
 
+def _data_cell(runs: list[dict]) -> str:
+  """The data column of a point: its runs' description, or for runs over several folds of one
+  cross-validated split, e.g. "mnist (idx): 5-fold CV of t10k (2,000 held out each)"."""
+  datas = [(r.get("config") or {}).get("data") or {} for r in runs]
+  folds = {d.get("fold") for d in datas}
+  num_folds = {d.get("num_folds") for d in datas}
+  if len(folds) < 2 or len(num_folds) != 1 or not next(iter(num_folds)):
+    return _unique(r.get("dataset") for r in runs)
+  k = next(iter(num_folds))
+  held = set()
+  for r in runs:
+    match = re.search(r"eval \[(\d+):(\d+)\]", r.get("dataset") or "")
+    held.add(int(match.group(2)) - int(match.group(1)) if match else None)
+  size = f" ({next(iter(held)):,} held out each)" if len(held) == 1 and None not in held else ""
+  data = datas[0]
+  name = f"{data.get('name', '?')} ({data.get('source', '?')})"
+  listed = ", ".join(map(str, sorted(folds)))
+  which = f"{k}-fold CV" if len(folds) == k else f"folds {listed} of a {k}-fold CV"
+  return f"{name}: {which} of {data.get('train_split', '?')}{size}"
+
+
 def render(
   runs: list[dict],
   title: str,
@@ -362,6 +384,8 @@ def render(
   notes=(),
   over=DEFAULT_OVER,
   plots: dict | None = None,
+  references: dict | None = None,
+  table_plots: dict | None = None,
 ) -> str:
   """The Markdown report: one table per config file and metric set, one row per point.
 
@@ -372,6 +396,10 @@ def render(
     notes: lines printed under the tables.
     over: the replicate axes that a point's runs may differ in.
     plots: metric name -> image path (as the Markdown should link it), from `plot_curves`.
+    references: experiment (`experiments/X.py[:ARG]`) -> a published number, shown in a
+      "published" column of the tables that have one.
+    table_plots: config file -> {metric name: image path}, linked under that file's table
+      (`plot_tables`).
 
   Returns:
     The Markdown text.
@@ -394,14 +422,17 @@ def render(
     commands = []
     specs = table[0].metrics
     best, best_spec = best_group(table)
+    published = [(references or {}).get(experiment_of(g.runs[0]), "") for g in table]
+    show_published = any(published)
     lines += [
       "",
       f"## `{config_file}`",
       "",
       "| # | point | n | "
       + " | ".join(s["label"] for s in specs)
+      + (" | published" if show_published else "")
       + " | data | model (params) | steps | wall time | machine | backend | jax | commit |",
-      "| " + " | ".join(["---"] * (len(specs) + 11)) + " |",
+      "| " + " | ".join(["---"] * (len(specs) + 11 + show_published)) + " |",
     ]
     for i, group in enumerate(table):
       row += 1
@@ -412,10 +443,12 @@ def render(
         cells.append(f"**{text}**" if bold else text)
       runs_ = group.runs
       wall = [r["wall_time_s"] for r in runs_ if isinstance(r.get("wall_time_s"), (int, float))]
+      if show_published:
+        cells.append(published[i] or "—")
       lines.append(
         f"| {row} | {group.label} | {len(runs_)} | "
         + " | ".join(cells)
-        + f" | {_unique(r.get('dataset') for r in runs_)} | {_unique(map(_params, runs_))}"
+        + f" | {_data_cell(runs_)} | {_unique(map(_params, runs_))}"
         f" | {_unique(r.get('num_train_steps') for r in runs_)}"
         f" | {f'{statistics.fmean(wall):.1f} s' if wall else '?'}"
         f" | {_unique(map(_machine, runs_))} | {_unique(map(_backend, runs_))}"
@@ -433,6 +466,8 @@ def render(
         f" {table[best].label}.",
       ]
     lines += ["", "Commands (one example per point):", "", *commands]
+    for name, path in ((table_plots or {}).get(config_file) or {}).items():
+      lines += ["", f"![{config_file}: {name}]({path})"]
   caveats = sorted({r.get("metrics_caveat", "") for r in runs} - {""})
   lines += ["", *[f"Metrics: {c}." for c in caveats]] if caveats else []
   features = [(g.label, g.runs[0]["classifier"]) for g in groups if g.runs[0].get("classifier")]
@@ -483,12 +518,13 @@ def _run_curves(run: dict) -> dict:
   return read_curves(os.path.join(run["workdir"], name)) if name else {}
 
 
-def curve_metrics(groups: list[Group], curves: dict) -> list[str]:
-  """The metrics to plot: the declared ones and their `train_` counterparts, where logged."""
+def curve_metrics(groups: list[Group], curves: dict, max_metrics: int | None = None) -> list[str]:
+  """The metrics to plot: the declared ones (the first `max_metrics` of each group's) and their
+  `train_` counterparts, where logged."""
   logged = {k for c in curves.values() for k in c}
   names = []
   for group in groups:
-    for spec in group.metrics:
+    for spec in group.metrics[:max_metrics]:
       base = spec["name"].split("_", 1)[1] if "_" in spec["name"] else spec["name"]
       names += [f"train_{base}", spec["name"]]
   return [n for n in dict.fromkeys(names) if n in logged]
@@ -507,12 +543,15 @@ def band(series: list[dict[int, float]]) -> tuple[list[int], list[float], list[f
   return steps, means, stds
 
 
-def plot_curves(groups: list[Group], out_dir: str) -> dict[str, str]:
+def plot_curves(
+  groups: list[Group], out_dir: str, max_metrics: int | None = None
+) -> dict[str, str]:
   """PNG learning curves: `out_dir/<metric>.png`, one line per point, ± one std over its runs.
 
   Args:
     groups: the points (`group_runs`).
     out_dir: where the images go (created).
+    max_metrics: plot only the first this many declared metrics (None: all).
 
   Returns:
     metric name -> image path, for the metrics some run logged.
@@ -520,7 +559,7 @@ def plot_curves(groups: list[Group], out_dir: str) -> dict[str, str]:
   from matplotlib.figure import Figure  # no pyplot: no global state, no display (Agg canvas)
 
   curves = {id(r): _run_curves(r) for g in groups for r in g.runs}
-  names = curve_metrics(groups, curves)
+  names = curve_metrics(groups, curves, max_metrics)
   os.makedirs(out_dir, exist_ok=True)
   labels = [f"{g.label.replace('`', '')} (n={len(g.runs)})" for g in groups]
   if len({g.config_file for g in groups}) > 1:
@@ -551,6 +590,31 @@ def plot_curves(groups: list[Group], out_dir: str) -> dict[str, str]:
     fig.savefig(path)
     paths[name] = path
   return paths
+
+
+def plot_tables(runs: list[dict], out_dir: str, base: str, over=DEFAULT_OVER) -> dict:
+  """Learning curves per config file of its first declared metric (and the `train_` one):
+  `out_dir/<experiment>/<metric>.png`, one line per point.
+
+  Args:
+    runs: run records (`load_runs`).
+    out_dir: the folder of the images (created).
+    base: the folder the report is written to (image paths are made relative to it).
+    over: the replicate axes.
+
+  Returns:
+    config file -> {metric name: image path relative to `base`}.
+  """
+  groups = group_runs(runs, over)
+  out = {}
+  for config_file in dict.fromkeys(g.config_file for g in groups):
+    name = os.path.splitext(os.path.basename(config_file))[0]
+    table = [g for g in groups if g.config_file == config_file]
+    images = plot_curves(table, f"{out_dir}/{name}", max_metrics=1)
+    out[config_file] = {
+      k: os.path.relpath(os.path.abspath(v), os.path.abspath(base)) for k, v in images.items()
+    }
+  return out
 
 
 def run_hparams(run: dict) -> tuple[dict, dict]:

@@ -13,6 +13,8 @@ Running it, from the repository root:
   python -m jaxvision.sweep --config=experiments/digits_cnn.py --parallel=2
   python -m jaxvision.sweep --config=experiments/mnist1d_cnn.py:fast --root=runs -- \\
       --config.num_train_steps=500                    # after `--`: passed to every point
+  python -m jaxvision.sweep --config=experiments/mnist_cnn.py:idx --axis=data.fold=0:5 \\
+      --axis=seed=0,1                     # axes from the command line, crossed with get_sweep
   python -m jaxvision.sweep --config=experiments/digits_cnn.py --slurm    # one SLURM job array
   python -m jaxvision.sweep --config=experiments/digits_cnn.py --dry_run  # print, run nothing
   python -m jaxvision.report runs/digits_cnn          # mean +- std over seeds, per point
@@ -22,8 +24,14 @@ Every point is one `python -m jaxvision.main --config=FILE[:ARG] --workdir=WORKD
 `runs/digits_cnn/seed=1`), and its output appended to `WORKDIR/log.txt`. A point whose
 `results.json` exists is skipped, so rerunning the same sweep command finishes only what is
 missing; a point that was interrupted resumes from its latest checkpoint (the trainer's own
-resume). The arguments after `--` are not part of the point names: change `--root` when you
-change them, or the finished points of the earlier sweep are taken as done.
+resume). `--axis=KEY=VALUES` (repeatable) crosses the experiment's sweep (or its one default
+point, for an experiment without `get_sweep`) with more values, replacing the experiment's values
+of KEY: `--axis=data.fold=0:5` is folds 0..4, `--axis=model.name=cnn_a,cnn_b` two models.
+
+A finished point whose recorded config differs from what the point would run now (a recipe
+changed in the experiment file, or other arguments after `--`) in anything that changes the
+computation is never taken as done: it is listed as stale, naming the keys, and counts as failed
+until its workdir is deleted and the sweep rerun.
 
 Locally, `--parallel=N` points run at a time as subprocesses; a failing point does not stop the
 others, it is listed at the end and the exit status is 1. Ctrl-C (or SIGTERM) sends SIGTERM to the
@@ -46,6 +54,7 @@ experiment file, no `get_sweep`, a bad override; one line on stderr), 130 interr
 
 from __future__ import annotations
 
+import ast
 import copy
 import ctypes
 import hashlib
@@ -94,6 +103,74 @@ def _axis_values(key: str, values) -> list:
     return list(values)
   except TypeError:
     raise SweepError(f"axis {key!r}: expected a list of values, got {values!r}") from None
+
+
+def parse_axis(text: str) -> tuple[str, list]:
+  """A command-line axis, `KEY=VALUES`, as (dotted key, values).
+
+  VALUES is `START:STOP[:STEP]` (integers, a Python range) or a comma-separated list whose items
+  are read as Python literals where they parse (`1e-3`, `(32, 64)`, `True`) and as strings
+  otherwise (`cnn_b`); `seed=3` is one value. A tuple-valued item keeps its commas inside its
+  parentheses: `model.features=(32,),(32,64)`.
+
+  Raises:
+    SweepError: no `=`, an empty key or no values.
+  """
+  key, sep, values = text.partition("=")
+  key = key.strip().removeprefix("config.")
+  if not sep or not key or not values.strip():
+    raise SweepError(f"--axis={text!r}: expected KEY=VALUES, e.g. data.fold=0:5 or seed=0,1")
+  if re.fullmatch(r"-?\d+:-?\d+(:-?\d+)?", values.strip()):
+    bounds = [int(v) for v in values.split(":")]
+    if len(bounds) == 3 and bounds[2] == 0:
+      raise SweepError(f"--axis={text!r}: a range step of 0")
+    items = list(range(*bounds))
+    if not items:
+      raise SweepError(f"--axis={text!r}: the range {values} is empty")
+    return key, items
+  return key, [_literal(item) for item in _split_top_level(values)]
+
+
+def _split_top_level(text: str) -> list[str]:
+  """`a,(1, 2),b` -> ["a", "(1, 2)", "b"]: commas inside brackets do not split."""
+  items, depth, current = [], 0, ""
+  for char in text:
+    depth += char in "([{"
+    depth -= char in ")]}"
+    if char == "," and depth == 0:
+      items.append(current)
+      current = ""
+    else:
+      current += char
+  items.append(current)
+  return [item.strip() for item in items if item.strip()]
+
+
+def _literal(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def with_axes(points: list[dict], axes: list[tuple[str, list]]) -> list[dict]:
+  """Each point of `points` crossed with the grid of `axes` (as Hydra's multirun): an axis
+  replaces the values its key has in the experiment's points, other keys keep theirs; points that
+  then coincide are one. No axes: `points` unchanged."""
+  if not axes:
+    return points
+  grid = product(**dict(axes))
+  keys = {k for k, _ in axes}
+  out, seen = [], set()
+  for point in points:
+    base = {k: v for k, v in point.items() if k not in keys and k != "_name"}
+    for combo in grid:
+      merged = {**base, **combo}
+      name = point_name(merged)
+      if name not in seen:
+        seen.add(name)
+        out.append(merged)
+  return out
 
 
 def _name_value(value) -> str:
@@ -175,26 +252,30 @@ def _set_dotted(config, key: str, value, where: str) -> None:
     raise SweepError(f"{where}: bad value {value!r} for {key!r}: {e}") from None
 
 
-def load_points(config_arg: str) -> tuple[list[dict], object]:
-  """The experiment's `get_sweep(ARG)`, checked against its `get_config(ARG)`.
+def load_points(config_arg: str, axes=()) -> tuple[list[dict], object, list]:
+  """The experiment's `get_sweep(ARG)` crossed with `axes`, checked against its `get_config(ARG)`.
 
   Args:
     config_arg: `experiments/X.py[:ARG]`.
+    axes: (dotted key, values) pairs from the command line (`parse_axis`); with axes, an
+      experiment without `get_sweep` is one point crossed with them.
 
   Returns:
-    (the override dicts in the experiment's order, without any `config.` prefix; the config).
+    (the override dicts in order, without any `config.` prefix; the config; each point's resolved
+    config as a dict).
 
   Raises:
-    SweepError: no such file, no `get_sweep`, an empty sweep, an override of an unknown key or of
-      the wrong type, or two points with the same name.
+    SweepError: no such file, no `get_sweep` and no axes, an empty sweep, an override of an unknown
+      key or of the wrong type, or two points with the same name.
   """
   path, arg = split_config_arg(config_arg)
   module = _load_experiment(path)
-  if not callable(getattr(module, "get_sweep", None)):
-    raise SweepError(f"{path} defines no get_sweep(): nothing to sweep")
+  has_sweep = callable(getattr(module, "get_sweep", None))
+  if not has_sweep and not axes:
+    raise SweepError(f"{path} defines no get_sweep() and no --axis is given: nothing to sweep")
   call = (lambda f: f(arg)) if arg is not None else (lambda f: f())
   try:
-    points = call(module.get_sweep)
+    points = call(module.get_sweep) if has_sweep else [{}]
     config = call(module.get_config)
   except SweepError as e:
     raise SweepError(f"{path}: {e}") from None
@@ -202,22 +283,25 @@ def load_points(config_arg: str) -> tuple[list[dict], object]:
     raise SweepError(f"{path}: {type(e).__name__}: {e}") from None
   if not isinstance(points, (list, tuple)) or not points:
     raise SweepError(f"{path}: get_sweep() returned {points!r}, expected a non-empty list")
+  for i, point in enumerate(points):
+    if not isinstance(point, dict) or not all(isinstance(k, str) for k in point):
+      raise SweepError(f"{path} point {i}: expected a dict of dotted config paths, got {point!r}")
+  points = [{k.removeprefix("config."): v for k, v in p.items()} for p in points]
+  points = with_axes(points, list(axes))
   config.lock()
-  names = {}
+  names, resolved = {}, []
   for i, point in enumerate(points):
     where = f"{path} point {i}"
-    if not isinstance(point, dict) or not all(isinstance(k, str) for k in point):
-      raise SweepError(f"{where}: expected a dict of dotted config paths, got {point!r}")
     checked = copy.deepcopy(config)
     for key, value in point.items():
       if key != "_name":
-        _set_dotted(checked, key.removeprefix("config."), value, where)
+        _set_dotted(checked, key, value, where)
+    resolved.append(json.loads(checked.to_json_best_effort()))
     name = point_name(point)
     if name in names:
       raise SweepError(f"{where} has the same name as point {names[name]}: {name!r}")
     names[name] = i
-  points = [{k.removeprefix("config."): v for k, v in p.items()} for p in points]
-  return points, config
+  return points, config, resolved
 
 
 def _check_extra(extra: list[str], points: list[dict], config) -> None:
@@ -257,7 +341,7 @@ def point_command(config_arg: str, workdir: str, overrides: dict, extra=(), pyth
   return args
 
 
-def plan(config_arg: str, root: str, extra=(), python=None) -> dict:
+def plan(config_arg: str, root: str, extra=(), python=None, axes=()) -> dict:
   """The points file's content: every point's name, overrides, workdir and command.
 
   Args:
@@ -265,16 +349,18 @@ def plan(config_arg: str, root: str, extra=(), python=None) -> dict:
     root: the folder holding every sweep (e.g. `runs`).
     extra: arguments passed to every point.
     python: the interpreter the points run with (default: this one).
+    axes: command-line axes (`parse_axis`), crossed with the experiment's own sweep.
 
   Returns:
     {"config", "extra", "cwd", "sweep_dir", "points": [{"index", "name", "overrides",
-    "workdir", "command"}, ...]}; paths relative to `cwd`.
+    "workdir", "command", "config"}, ...]}; paths relative to `cwd`; each point's "config" is its
+    resolved config before the `extra` arguments (what `stale` compares a finished run with).
   """
-  overrides, config = load_points(config_arg)
+  overrides, config, resolved = load_points(config_arg, axes)
   _check_extra(list(extra), overrides, config)
   directory = sweep_dir(root, config_arg)
   points = []
-  for i, point in enumerate(overrides):
+  for i, (point, point_config) in enumerate(zip(overrides, resolved, strict=True)):
     workdir = os.path.join(directory, point_name(point))
     points.append(
       {
@@ -283,6 +369,7 @@ def plan(config_arg: str, root: str, extra=(), python=None) -> dict:
         "overrides": {k: _jsonable(v) for k, v in point.items()},
         "workdir": workdir,
         "command": point_command(config_arg, workdir, point, extra, python),
+        "config": _with_extra(point_config, extra),
       }
     )
   return {
@@ -292,6 +379,36 @@ def plan(config_arg: str, root: str, extra=(), python=None) -> dict:
     "sweep_dir": directory,
     "points": points,
   }
+
+
+def _with_extra(config: dict, extra) -> dict:
+  """`config` with the `--config.k=v` arguments of `extra` applied (as literals where they
+  parse), so that a finished point is compared with what it was really run with."""
+  config = copy.deepcopy(config)
+  for item in extra:
+    flag, sep, value = item.partition("=")
+    if not sep or not flag.startswith("--config."):
+      continue
+    *parents, leaf = flag.removeprefix("--config.").split(".")
+    node = config
+    for part in parents:
+      node = node.setdefault(part, {})
+    old = node.get(leaf)
+    new = _literal(value)
+    node[leaf] = value if isinstance(old, str) else (list(new) if isinstance(new, tuple) else new)
+  return config
+
+
+def stale(point: dict) -> list[str]:
+  """For a finished point: the computation-changing keys whose recorded value (results.json's
+  config) differs from what the sweep would run now (`workdir.config_changes`); [] when the run is
+  current, unfinished, or recorded no config."""
+  from jaxvision import workdir as workdir_lib
+
+  record = workdir_lib.read_results(point["workdir"])
+  if not record or not isinstance(record.get("config"), dict) or "config" not in point:
+    return []
+  return workdir_lib.config_changes(record["config"], point["config"])
 
 
 def _jsonable(value):
@@ -430,9 +547,16 @@ def run_local(sweep: dict, points_file: str, parallel: int = 1, grace_s: float =
   """
   points = sweep["points"]
   total = len(points)
-  skipped = [p for p in points if is_finished(p["workdir"])]
+  finished = [p for p in points if is_finished(p["workdir"])]
+  outdated = [(p, stale(p)) for p in finished]
+  outdated = [(p, keys) for p, keys in outdated if keys]
+  skipped = [p for p in finished if all(p is not q for q, _ in outdated)]
   todo = [p for p in points if not is_finished(p["workdir"])]
   ran, failed = [], []
+  for point, keys in outdated:  # a finished run of another config never stands for this point
+    reason = f"finished with another config ({'; '.join(keys)}): delete {point['workdir']} to rerun"
+    failed.append((point, reason))
+    print(f"[{point['index']}] STALE {point['name']}: {reason}", flush=True)
   running = {}  # Popen -> (point, start time)
 
   def on_signal(signum, frame):
@@ -470,7 +594,7 @@ def run_local(sweep: dict, points_file: str, parallel: int = 1, grace_s: float =
           ran.append(point)
           print(f"[{point['index']}] done {point['name']} in {seconds:.1f} s")
         else:
-          failed.append((point, proc.returncode))
+          failed.append((point, f"exit {proc.returncode}: {_last_line(point['workdir'])}"))
           print(f"[{point['index']}] FAILED {point['name']} (exit {proc.returncode})")
       sys.stdout.flush()
       time.sleep(0.2)
@@ -486,7 +610,7 @@ def run_local(sweep: dict, points_file: str, parallel: int = 1, grace_s: float =
   names = lambda ps: ", ".join(p["name"] for p in ps) or "-"
   print(
     f"summary: {total} points, {len(ran)} ran, {len(skipped)} already finished, "
-    f"{len(failed)} failed"
+    f"{len(failed)} failed or stale"
     + (
       f", {total - len(ran) - len(skipped) - len(failed)} not finished "
       "(interrupted; rerun to continue)"
@@ -496,8 +620,8 @@ def run_local(sweep: dict, points_file: str, parallel: int = 1, grace_s: float =
   )
   print(f"ran: {names(ran)}")
   print(f"skipped: {names(skipped)}")
-  for point, status in failed:
-    print(f"failed: {point['name']} (exit {status}): {_last_line(point['workdir'])}")
+  for point, reason in failed:
+    print(f"failed: {point['name']} ({reason})")
   sys.stdout.flush()
   if interrupted:
     return 130
@@ -607,6 +731,13 @@ def _parse_flags(argv: list[str]):
   flags.DEFINE_multi_string(
     "sbatch", [], "With --slurm: an extra #SBATCH option (repeatable).", flag_values=f
   )
+  flags.DEFINE_multi_string(
+    "axis",
+    [],
+    "KEY=VALUES, repeatable: crosses the experiment's sweep with these values (START:STOP[:STEP] "
+    "or a,b,c), e.g. --axis=data.fold=0:5 --axis=seed=0,1.",
+    flag_values=f,
+  )
   flags.DEFINE_string(
     "points_file", None, "Internal: run one point of this points file.", flag_values=f
   )
@@ -636,7 +767,7 @@ def main(argv: list[str]) -> int:
       raise SweepError("--config=experiments/X.py[:ARG] is required")
     if f.parallel < 1:
       raise SweepError(f"--parallel must be >= 1, got {f.parallel}")
-    sweep = plan(f.config, f.root, extra)
+    sweep = plan(f.config, f.root, extra, axes=[parse_axis(a) for a in f.axis])
     if f.dry_run and not f.slurm:
       for point in sweep["points"]:
         state = "finished" if is_finished(point["workdir"]) else "to run"

@@ -14,10 +14,53 @@ import subprocess
 from collections.abc import Callable
 from typing import NamedTuple
 
-import jax
 import ml_collections
 
-from jaxvision import checkpoint
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+
+# Config keys that may differ on resume: they change when and what is logged, evaluated or saved,
+# or the device layout (checkpoints restore onto any topology), not what is computed.
+RESUMABLE_CHANGES = (
+  "log_every_steps",
+  "eval_every_steps",
+  "checkpoint.",
+  "evaluators.",
+  "parallel.",
+  "xla.",
+  "data.eval_batch_size",
+  "data.data_dir",
+  "steps_per_call",
+)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+  """`key: old -> new` for each key that differs and changes the computation."""
+  a, b = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
+  changed = []
+  for key in sorted(set(a) | set(b)):
+    if a.get(key) != b.get(key) and not any(key.startswith(p) for p in RESUMABLE_CHANGES):
+      changed.append(f"{key}: {a.get(key, '(absent)')!r} -> {b.get(key, '(absent)')!r}")
+  return changed
+
+
+def read_results(workdir: str) -> dict | None:
+  """A finished run's results.json, or None when it has not finished."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -33,6 +76,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def restore_latest(workdir: str) -> tuple[dict, dict]:
   """The latest checkpoint in `workdir`: (train state as nested dicts of arrays, its meta)."""
+  from jaxvision import checkpoint
+
   return checkpoint.restore_latest(os.path.join(workdir, "checkpoints"))
 
 
@@ -79,6 +124,8 @@ def load_generator(workdir: str, use_ema: bool = True) -> TrainedGenerator:
   Raises:
     ValueError: `workdir` is not a GAN run.
   """
+  import jax
+
   from jaxvision import models  # the registry imports every model family: only when needed
 
   config = load_config(workdir)

@@ -39,26 +39,12 @@ from jax.experimental import multihost_utils
 
 from jaxvision import checkpoint, metrics
 from jaxvision.evaluators import common as evaluators_lib
-from jaxvision.workdir import cpu_model, git_commit
+from jaxvision.workdir import config_changes, cpu_model, git_commit, read_results
 
 # The most compiled calls dispatched ahead of the host: waiting for older ones bounds the queue
 # (XLA:CPU's client can deadlock when a device's launches queue up behind a collective; see
 # parallel.ensure_cpu_threads) and costs nothing while the device is the bottleneck.
 MAX_CALLS_AHEAD = 8
-
-# Config keys that may differ on resume: they change when and what is logged, evaluated or saved,
-# or the device layout (checkpoints restore onto any topology), not what is computed.
-RESUMABLE_CHANGES = (
-  "log_every_steps",
-  "eval_every_steps",
-  "checkpoint.",
-  "evaluators.",
-  "parallel.",
-  "xla.",
-  "data.eval_batch_size",
-  "data.data_dir",
-  "steps_per_call",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,26 +84,6 @@ def validate(config) -> None:
   for name in ("optimizer", "g_optimizer", "d_optimizer"):
     if name in config and not config[name].learning_rate > 0:
       raise ValueError(f"config.{name}.learning_rate={config[name].learning_rate} must be > 0")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def config_changes(old: dict, new: dict) -> list[str]:
-  """`key: old -> new` for each key that differs and changes the computation."""
-  a, b = _flatten(old), _flatten(json.loads(json.dumps(new)))
-  changed = []
-  for key in sorted(set(a) | set(b)):
-    if a.get(key) != b.get(key) and not any(key.startswith(p) for p in RESUMABLE_CHANGES):
-      changed.append(f"{key}: {a.get(key, '(absent)')!r} -> {b.get(key, '(absent)')!r}")
-  return changed
 
 
 class _Signals:
@@ -272,14 +238,6 @@ class Run:
     self.checkpointer.close()
 
 
-def _last_results(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "results.json")
-  if not os.path.isfile(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
 def _truncate_log(path: str, step: int) -> None:
   """Drops rows after `step` (written after the checkpoint a crashed run resumes from)."""
   if jax.process_index() != 0 or not os.path.isfile(path):
@@ -339,7 +297,7 @@ def train(
   )
   step = strategy.step(state)
   log_path = os.path.join(run.workdir, "metrics.jsonl")
-  done = _last_results(run.workdir)
+  done = read_results(run.workdir)
   if step >= total and done is not None:
     run.close()
     print(f"Already finished at step {step}; results in {run.workdir}/results.json", flush=True)

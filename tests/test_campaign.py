@@ -1,0 +1,150 @@
+"""The one command that regenerates a results file: a tiny campaign (two folds of CNN A, a few
+steps) run end to end through the CLI, resumed, and refused when the recipe has changed."""
+
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from jaxvision import campaign, sweep
+from jaxvision.data import idx
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = (
+  "--config.num_train_steps=6",
+  "--config.eval_every_steps=6",
+  "--config.log_every_steps=3",
+  "--config.checkpoint.every_steps=6",
+  "--config.schedule.warmup_steps=2",
+)
+
+CAMPAIGN = """
+from jaxvision.campaign import Sweep
+
+TITLE = "Tiny results"
+NOTES = ["A note of the campaign's own."]
+
+def get_campaign():
+  return [
+    Sweep("experiments/mnist_cnn.py:idx", axes={{"data.fold": [0, 1]}}, extra={extra!r},
+          published="99.9% (nobody)"),
+  ]
+"""
+
+
+def _mnist_dir() -> str:
+  return os.environ.get(idx.MNIST_DIR_ENV, str(REPO / idx.DEFAULT_MNIST_DIR))
+
+
+def _campaign(tmp_path, extra=TINY, *flags):
+  path = tmp_path / "campaign.py"
+  path.write_text(CAMPAIGN.format(extra=tuple(extra)))
+  env = {**os.environ, idx.MNIST_DIR_ENV: _mnist_dir()}
+  env.pop("XLA_FLAGS", None)  # one device per point, as a user runs it
+  args = [
+    sys.executable,
+    "-m",
+    "jaxvision.campaign",
+    f"--campaign={path}",
+    f"--root={tmp_path / 'runs'}",
+    f"--out={tmp_path / 'RESULTS.md'}",
+    f"--plots={tmp_path / 'plots'}",
+    *flags,
+  ]
+  return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_axes_parse_and_cross_the_experiment_sweep():
+  assert sweep.parse_axis("data.fold=0:5") == ("data.fold", [0, 1, 2, 3, 4])
+  assert sweep.parse_axis("config.seed=0,1") == ("seed", [0, 1])
+  assert sweep.parse_axis("model.name=cnn_b") == ("model.name", ["cnn_b"])
+  assert sweep.parse_axis("model.features=(32,),(32, 64)") == (
+    "model.features",
+    [(32,), (32, 64)],
+  )
+  assert sweep.parse_axis("optimizer.learning_rate=1e-3,3e-3")[1] == [1e-3, 3e-3]
+  for bad in ("seed", "=1", "seed=", "seed=3:3", "seed=0:4:0"):
+    with pytest.raises(sweep.SweepError):
+      sweep.parse_axis(bad)
+  base = [{"seed": 0, "data.fold": 4}, {"seed": 1, "data.fold": 4}]
+  crossed = sweep.with_axes(base, [("data.fold", [0, 1])])
+  assert crossed == [
+    {"seed": 0, "data.fold": 0},
+    {"seed": 0, "data.fold": 1},
+    {"seed": 1, "data.fold": 0},
+    {"seed": 1, "data.fold": 1},
+  ]
+  # An axis replacing the experiment's only varying key leaves one point per value.
+  assert sweep.with_axes(base, [("seed", [5])]) == [{"data.fold": 4, "seed": 5}]
+
+
+def test_an_experiment_without_sweep_takes_axes():
+  points, _, resolved = sweep.load_points("experiments/digits_cnn.py", [("seed", [7, 8])])
+  assert [p["seed"] for p in points] == [7, 8]
+  assert [r["seed"] for r in resolved] == [7, 8]
+  with pytest.raises(sweep.SweepError, match="unknown config key"):
+    sweep.load_points("experiments/digits_cnn.py", [("no.such_key", [1])])
+
+
+def test_a_bad_campaign_file_is_one_line(tmp_path):
+  path = tmp_path / "c.py"
+  path.write_text("def get_campaign():\n  return ['experiments/x.py']\n")
+  with pytest.raises(campaign.CampaignError, match="list of Sweep"):
+    campaign.load(str(path))
+  done = subprocess.run(
+    [sys.executable, "-m", "jaxvision.campaign", f"--campaign={tmp_path / 'none.py'}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert done.returncode == 2
+  assert done.stderr.strip().count("\n") == 0 and "not found" in done.stderr
+
+
+def test_the_campaign_runs_resumes_and_refuses_a_changed_recipe(tmp_path):
+  if not os.path.isdir(_mnist_dir()):
+    pytest.skip(f"offline MNIST not found at {_mnist_dir()}")
+  first = _campaign(tmp_path)
+  assert first.returncode == 0, first.stdout + first.stderr
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert text.startswith("# Tiny results")
+  row = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+  # One row over both folds: n = 2, a mean ± std, the data cell said once, the published number.
+  assert "| 2 |" in row and "±" in row
+  assert "mnist (idx): folds 0, 1 of a 5-fold CV of t10k (2,000 held out each)" in row
+  assert "99.9% (nobody)" in row
+  assert "Note: A note of the campaign's own." in text
+  runs = tmp_path / "runs" / "mnist_cnn_idx"
+  assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["data.fold=0", "data.fold=1"]
+  accuracies = [
+    json.loads((runs / f"data.fold={k}" / "results.json").read_text())["final"]["eval_accuracy"]
+    for k in (0, 1)
+  ]
+  assert (
+    f"{100 * statistics.fmean(accuracies):.2f} ± {100 * statistics.stdev(accuracies):.2f}%" in row
+  )
+  plots = list((tmp_path / "plots" / "mnist_cnn").glob("*.png"))
+  assert {p.name for p in plots} == {"eval_accuracy.png", "train_accuracy.png"}
+  assert "plots/mnist_cnn/eval_accuracy.png" in text
+
+  # Rerun: nothing left to do, the same table.
+  again = _campaign(tmp_path)
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert "2 already finished, 0 to run" in again.stdout
+  assert (tmp_path / "RESULTS.md").read_text() == text
+
+  # A changed recipe: the finished points are stale, never reported as current.
+  changed = [*TINY[:-1], "--config.schedule.warmup_steps=3"]
+  stale = _campaign(tmp_path, changed, "--report_only")
+  assert stale.returncode == 0, stale.stdout + stale.stderr  # --report_only runs nothing
+  report = (tmp_path / "RESULTS.md").read_text()
+  assert "| 1 |" not in report
+  assert "2 of 2 points not finished or stale (data.fold=0, data.fold=1); no row yet" in report
+  rerun = _campaign(tmp_path, changed)
+  assert rerun.returncode == 1
+  assert "STALE data.fold=0" in rerun.stdout and "schedule.warmup_steps: 2 -> 3" in rerun.stdout
