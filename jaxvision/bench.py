@@ -121,7 +121,7 @@ def mnist1d_time_to_accuracy(seeds) -> list[dict]:
   sys.path.insert(0, os.getcwd())
   from experiments import mnist1d_cnn
   from jaxvision.data import load_dataset
-  from jaxvision.train import classifier
+  from jaxvision.train import trainer
 
   start = time.perf_counter()
   load_dataset(mnist1d_cnn.get_config("fast").data)
@@ -132,7 +132,7 @@ def mnist1d_time_to_accuracy(seeds) -> list[dict]:
     config.seed = int(seed)
     with tempfile.TemporaryDirectory() as workdir:
       start = time.perf_counter()
-      final = classifier.train_and_evaluate(config, workdir).final
+      final = trainer.train_and_evaluate(config, workdir).final
       total = time.perf_counter() - start
       with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
         train_s = json.load(f)["wall_time_s"]

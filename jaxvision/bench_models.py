@@ -116,7 +116,8 @@ def _torch_device():
 
 def _jax_classifier(config, input_shape, num_classes, batch_size) -> JaxRunner:
   from jaxvision import models, optim, xla
-  from jaxvision.train import classifier
+  from jaxvision.tasks import classification as classifier
+  from jaxvision.train import trainer
 
   model = models.create_model(config.model, num_classes=num_classes)
   tx, schedule = optim.create_optimizer(
@@ -134,7 +135,7 @@ def _jax_classifier(config, input_shape, num_classes, batch_size) -> JaxRunner:
   }
   if k > 1:
     step = jax.jit(
-      functools.partial(classifier.train_steps, **kwargs),
+      functools.partial(trainer.train_steps, functools.partial(classifier.train_step, **kwargs)),
       donate_argnums=0,
       compiler_options=options,
     )
@@ -213,7 +214,7 @@ def torch_stacked_lstm(cfg, in_features: int, num_classes: int):
 
 def _jax_dcgan(config, batch_size) -> JaxRunner:
   from jaxvision import optim, xla
-  from jaxvision.train import gan
+  from jaxvision.tasks import gan
 
   shape = (28, 28, 1)
   generator, discriminator = gan.create_models(config, shape)

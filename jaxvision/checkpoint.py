@@ -106,6 +106,23 @@ def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   return restored.state, restored.meta
 
 
+def read_meta(directory: str) -> tuple[int, dict]:
+  """(step, meta) of the newest checkpoint in `directory` whose meta reads, without its state."""
+  manager = ocp.CheckpointManager(
+    os.path.abspath(directory), item_handlers={"meta": ocp.JsonCheckpointHandler()}
+  )
+  try:
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      except Exception:  # a damaged checkpoint: the next older one
+        continue
+      return step, meta
+  finally:
+    manager.close()
+  raise FileNotFoundError(f"no readable checkpoint in {os.path.abspath(directory)}")
+
+
 def restore_latest(directory: str):
   """Reads the latest checkpoint in `directory` without a target (for sampling, features).
 

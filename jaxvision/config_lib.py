@@ -52,7 +52,12 @@ def base_config(**overrides) -> ml_collections.ConfigDict:
       log_every_steps=100,
       eval_every_steps=1000,
       label_smoothing=0.0,
-      augment=dict(max_shift=0),  # random translation, in pixels/positions per spatial axis
+      augment=dict(
+        max_shift=0,  # random translation, in pixels/positions per spatial axis
+        rotate=0.0,  # random rotation of images, up to this many degrees either way
+        scale=0.0,  # random scaling of images by a factor in [1 - scale, 1 + scale]
+        shear=0.0,  # random shear of images, up to this many degrees either way
+      ),
       parallel=parallel.parallel_config(),
       # Train steps per compiled call (a lax.scan over batches gathered from data kept on
       # device); 1 is the plain per-step loop. Same results either way; faster only where

@@ -26,9 +26,9 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 
-from jaxvision import data as data_lib
 from jaxvision import images as images_lib
-from jaxvision.workdir import load_generator
+from jaxvision import runs
+from jaxvision import workdir as workdir_lib
 
 MASKS = ("center", "left", "random")
 MASKED_FILL = 0.0  # mid-grey in [-1, 1]: what a masked image shows (and a classifier sees) there
@@ -194,14 +194,22 @@ def load(workdir: str, use_ema: bool = True) -> GanRun:
   """
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"workdir {workdir!r} does not exist")
-  generate, z_dim, step, config, num_classes = load_generator(workdir, use_ema)
-  if num_classes:
+  trainer = workdir_lib.load_config(workdir).get("trainer")
+  if trainer != "gan":
+    raise ValueError(f"{workdir} is a {trainer!r} run, not a GAN run")
+  gan = runs.load_run(workdir)
+  config = gan.config
+  if config.conditional:
     raise ValueError(f"{workdir} is a class-conditional GAN; inpainting supports unconditional")
   if config.data.normalize != "symmetric":
     raise ValueError(f"{workdir} trained on data.normalize={config.data.normalize!r}, not [-1, 1]")
-  dataset = data_lib.load_dataset(config.data)
+  bound = gan.apply("generate" if use_ema else "generate_raw")
+  generate = jax.jit(lambda z: bound({"z": z}))
+  dataset = gan.dataset()
   mean_image = np.mean(dataset.train.inputs, axis=0)  # [H, W, C]
-  return GanRun(generate, z_dim, step, dataset.eval.inputs, dataset.eval.targets, mean_image)
+  return GanRun(
+    generate, config.z_dim, gan.step, dataset.eval.inputs, dataset.eval.targets, mean_image
+  )
 
 
 def run(

@@ -12,7 +12,6 @@ traceback). Exit status: 0 finished (or halted by `--halt_after_steps`), 1 error
 
 from __future__ import annotations
 
-import importlib
 import os
 import shlex
 import sys
@@ -106,13 +105,12 @@ def run(argv) -> int:
     raise ValueError(f"--halt_after_steps={FLAGS.halt_after_steps} must be >= 0")
   # Imported after flag parsing so that --help and flag errors stay instant.
   from jaxvision import distributed, parallel
-  from jaxvision.train import loop
+  from jaxvision.train import loop, trainer
 
   parallel.ensure_cpu_threads()
   if FLAGS.jax_distributed:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config
-  trainer = importlib.import_module(f"jaxvision.train.{config.trainer}")
   options = loop.Options(
     halt_after_steps=FLAGS.halt_after_steps,
     allow_config_change=FLAGS.allow_config_change,

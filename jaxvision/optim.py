@@ -33,10 +33,19 @@ def schedule_config(**overrides) -> ml_collections.ConfigDict:
   return block(SCHEDULE_DEFAULTS, **overrides)
 
 
+def validate(opt: ml_collections.ConfigDict, where: str = "optimizer") -> None:
+  """Checks an optimizer block (`config.<where>`); raises ValueError naming the key."""
+  if not opt.learning_rate > 0:
+    raise ValueError(f"config.{where}.learning_rate={opt.learning_rate} must be > 0")
+
+
 def create_schedule(config, learning_rate: float, total_steps: int) -> optax.Schedule:
   """The learning rate at each step, from `config.schedule`."""
   if config.warmup_steps < 0 or config.warmup_steps > total_steps:
-    raise ValueError(f"warmup_steps {config.warmup_steps} not in [0, {total_steps}]")
+    raise ValueError(
+      f"config.schedule.warmup_steps={config.warmup_steps} not in [0, {total_steps}] "
+      "(config.num_train_steps): lower the warm-up or train longer"
+    )
   if config.name == "constant":
     if not config.warmup_steps:
       return optax.constant_schedule(learning_rate)

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jaxvision import images, video_images
-from jaxvision.workdir import load_config, load_generator, restore_latest
+from jaxvision import images, runs, video_images
+from jaxvision.workdir import load_config
 
 flags.DEFINE_string("workdir", None, "A GAN or video prediction run's workdir.")
 flags.DEFINE_string(
@@ -71,24 +71,15 @@ def load_rollouts(workdir: str, num_clips: int) -> tuple[np.ndarray, np.ndarray,
     the checkpoint). The clips are regenerated from the run's data config (the MNIST digit files
     must be where `data.data_dir` says).
   """
-  from jaxvision import data, models  # the registry imports every model family: only here
-
-  config = load_config(workdir)
-  if config.get("trainer") != "video":
-    raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a video run")
-  state, meta = restore_latest(workdir)
-  model = models.create_model(config.model)
-  source = data.load_dataset(config.data).eval
+  run = runs.load_run(workdir)
+  if run.config.trainer != "video":
+    raise ValueError(f"{workdir} is a {run.config.trainer!r} run, not a video run")
+  source = run.dataset().eval
   if not 1 <= num_clips <= len(source):
     raise app.UsageError(f"--clips={num_clips}: the run has {len(source)} eval clips")
   batch = source.get(np.arange(num_clips))
-  num_predict = batch["targets"].shape[1]
-  logits = jax.jit(
-    lambda params, clips: model.apply(
-      {"params": params}, clips, train=False, num_predict=num_predict, teacher_forcing=False
-    )
-  )(state["params"], batch["inputs"])
-  return batch["inputs"], np.asarray(jax.nn.sigmoid(logits)), meta["step"]
+  logits = run.predict("predict")({"inputs": batch["inputs"], "targets": batch["targets"]})
+  return batch["inputs"], np.asarray(jax.nn.sigmoid(logits)), run.step
 
 
 def write_rollouts(workdir: str, out: str, num_clips: int, scale: int) -> int:
@@ -115,20 +106,20 @@ def main(argv):
     step = write_rollouts(FLAGS.workdir, FLAGS.out, FLAGS.clips, FLAGS.scale)
     print(f"Wrote {FLAGS.out} from {FLAGS.workdir} (step {step})")
     return
-  trained, z_dim, step, _, num_classes = load_generator(FLAGS.workdir, FLAGS.ema)
+  gan = runs.load_run(FLAGS.workdir)
+  if gan.config.trainer != "gan":
+    raise app.UsageError(f"{FLAGS.workdir} is a {gan.config.trainer!r} run: no samples to draw")
+  trained = gan.predict("generate" if FLAGS.ema else "generate_raw")
+  z_dim, step, num_classes = gan.config.z_dim, gan.step, gan.task.num_classes
   if FLAGS.label >= num_classes and num_classes:
     raise app.UsageError(f"--label={FLAGS.label}: the GAN has classes 0..{num_classes - 1}")
-  if num_classes:  # a conditional GAN: the asked class, or the classes in turn
-
-    def generate(z):
-      labels = (
-        jnp.arange(len(z)) % num_classes if FLAGS.label < 0 else jnp.full(len(z), FLAGS.label)
-      )
-      return trained(z, labels)
-  elif FLAGS.label >= 0:
+  if FLAGS.label >= 0 and not num_classes:
     raise app.UsageError("--label needs a class-conditional GAN (config.conditional=True)")
-  else:
-    generate = trained
+
+  def generate(z):  # a conditional GAN: the asked class, or (no "labels") the classes in turn
+    labels = {"labels": np.full(len(z), FLAGS.label)} if FLAGS.label >= 0 else {}
+    return trained({"z": np.asarray(z), **labels})
+
   key = jax.random.key(FLAGS.seed)
   if FLAGS.interpolate:
     frames = latent_walk(generate, z_dim, FLAGS.num, FLAGS.points, FLAGS.frames_between, key)

@@ -1,8 +1,17 @@
-"""A run's workdir as others read it: its config, latest checkpoint and provenance.
+"""The workdir format: the one place that names a run's files, and reads and compares them.
 
-`<workdir>/config.json` (the resolved config), `<workdir>/checkpoints/` (Orbax) and
-`<workdir>/results.json` (final metrics); used by the sampler, the GAN feature extractor, the
-inpainting tool and the report, none of which should import a trainer.
+  <workdir>/config.json      the resolved config (written by rename when a run starts)
+  <workdir>/checkpoints/     Orbax checkpoints: the train state and a JSON meta (step, data info,
+                             log window, elapsed time)
+  <workdir>/metrics.jsonl    one JSON object per log or eval step
+  <workdir>/tb/              TensorBoard events
+  <workdir>/samples/         images an evaluator writes (GAN grids, video GIFs)
+  <workdir>/results.json     final metrics, the metrics declared, config, provenance
+  <workdir>/evaluations/     step_N.json of `python -m jaxvision.evaluate`
+  <workdir>/log.txt          a sweep point's output
+
+Trainers write these (`jaxvision.train.run`), tools read them (`jaxvision.runs.load_run`, the
+report, the sweep); none of them spells a file name itself.
 """
 
 from __future__ import annotations
@@ -11,13 +20,65 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Callable
-from typing import NamedTuple
 
 import ml_collections
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "log.txt"
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG_FILE)
+
+
+def results_path(workdir: str) -> str:
+  return os.path.join(workdir, RESULTS_FILE)
+
+
+def metrics_path(workdir: str) -> str:
+  return os.path.join(workdir, METRICS_FILE)
+
+
+def checkpoints_dir(workdir: str) -> str:
+  return os.path.join(workdir, "checkpoints")
+
+
+def tensorboard_dir(workdir: str) -> str:
+  return os.path.join(workdir, "tb")
+
+
+def samples_dir(workdir: str) -> str:
+  return os.path.join(workdir, "samples")
+
+
+def evaluations_dir(workdir: str) -> str:
+  return os.path.join(workdir, "evaluations")
+
+
+def log_path(workdir: str) -> str:
+  return os.path.join(workdir, LOG_FILE)
+
+
+def is_finished(workdir: str) -> bool:
+  return os.path.isfile(results_path(workdir))
+
+
+def write_json(path: str, record: dict) -> None:
+  """Writes `record` to `path` atomically (a temporary file renamed over it): a reader never
+  sees a half-written file, and a full disk leaves the old one in place."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(record, f, indent=2)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
 
 # Config keys that may differ on resume: they change when and what is logged, evaluated or saved,
 # or the device layout (checkpoints restore onto any topology), not what is computed.
@@ -45,10 +106,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-  """`key: old -> new` for each key that differs and changes the computation."""
+  """`key: old -> new` for each key that differs and changes the computation.
+
+  A key the old config lacks whose new value is off (0, 0.0, False, "", None, empty) is no change:
+  options are added to the configs with a default that leaves the computation as it was."""
   a, b = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
   changed = []
   for key in sorted(set(a) | set(b)):
+    if key not in a and not b[key]:
+      continue
     if a.get(key) != b.get(key) and not any(key.startswith(p) for p in RESUMABLE_CHANGES):
       changed.append(f"{key}: {a.get(key, '(absent)')!r} -> {b.get(key, '(absent)')!r}")
   return changed
@@ -56,7 +122,7 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 def read_results(workdir: str) -> dict | None:
   """A finished run's results.json, or None when it has not finished."""
-  path = os.path.join(workdir, RESULTS_FILE)
+  path = results_path(workdir)
   if not os.path.isfile(path):
     return None
   with open(path, encoding="utf-8") as f:
@@ -65,7 +131,7 @@ def read_results(workdir: str) -> dict | None:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in `workdir` used: its config.json, else its results.json's copy."""
-  for name, key in (("config.json", None), ("results.json", "config")):
+  for name, key in ((CONFIG_FILE, None), (RESULTS_FILE, "config")):
     path = os.path.join(workdir, name)
     if os.path.isfile(path):
       with open(path, encoding="utf-8") as f:
@@ -78,7 +144,7 @@ def restore_latest(workdir: str) -> tuple[dict, dict]:
   """The latest checkpoint in `workdir`: (train state as nested dicts of arrays, its meta)."""
   from jaxvision import checkpoint
 
-  return checkpoint.restore_latest(os.path.join(workdir, "checkpoints"))
+  return checkpoint.restore_latest(checkpoints_dir(workdir))
 
 
 def git_commit() -> str | None:
@@ -105,40 +171,3 @@ def cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or platform.machine()
-
-
-class TrainedGenerator(NamedTuple):
-  """A GAN run's generator: `generate(z)` (`generate(z, labels)` when `num_classes` > 0) maps
-  latents [N, z_dim] to images [N, H, W, C] in [-1, 1]."""
-
-  generate: Callable
-  z_dim: int
-  step: int
-  config: ml_collections.ConfigDict
-  num_classes: int
-
-
-def load_generator(workdir: str, use_ema: bool = True) -> TrainedGenerator:
-  """A GAN workdir's generator, jitted, with the EMA weights when the run kept an EMA.
-
-  Raises:
-    ValueError: `workdir` is not a GAN run.
-  """
-  import jax
-
-  from jaxvision import models  # the registry imports every model family: only when needed
-
-  config = load_config(workdir)
-  if config.get("trainer") != "gan":
-    raise ValueError(f"{workdir} is a {config.get('trainer')!r} run, not a GAN run")
-  state, meta = restore_latest(workdir)
-  num_classes = int(meta.get("num_classes", 0))
-  generator = models.create_model(
-    config.generator, output_shape=tuple(meta["image_shape"]), num_classes=num_classes
-  )
-  params = state["ema_params"] if use_ema and config.ema_decay > 0 else state["g_params"]
-  variables = {"params": params}
-  if state.get("g_batch_stats"):
-    variables["batch_stats"] = state["g_batch_stats"]
-  generate = jax.jit(lambda z, *labels: generator.apply(variables, z, *labels, train=False))
-  return TrainedGenerator(generate, config.z_dim, meta["step"], config, num_classes)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxvision import bench_models, models
-from jaxvision.train import gan
+from jaxvision.tasks import gan
 
 torch = pytest.importorskip("torch")
 

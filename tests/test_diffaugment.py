@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvision.diffaugment import diff_augment
+from jaxvision.tasks.diffaugment import diff_augment
 
 POLICIES = ["color", "translation", "cutout", "color,translation,cutout"]
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvision import gan_losses
+from jaxvision.tasks import gan_losses
 
 
 def test_losses_at_known_logits():

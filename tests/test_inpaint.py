@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxvision import checkpoint, config_lib, inpaint, models
+from jaxvision import checkpoint, config_lib, inpaint
 from jaxvision import data as data_lib
+from jaxvision.tasks import gan
+from jaxvision.tasks.base import DataInfo
 from tests.conftest import REPO
 
 Z_DIM, SHAPE = 8, (8, 8, 1)
@@ -114,32 +116,27 @@ def tiny_digits_gan_config():
 
 
 def write_gan_workdir(workdir, config, step=7, num_classes=0):
-  """What the GAN trainer leaves in a workdir (config.json, a checkpoint), without training."""
+  """What the GAN trainer leaves in a workdir (config.json, a checkpoint of the whole state),
+  without training."""
   workdir.mkdir()
+  config.conditional = bool(num_classes)
   (workdir / "config.json").write_text(config.to_json_best_effort())
-  generator = models.create_model(config.generator, output_shape=(8, 8, 1), num_classes=num_classes)
-  labels = jnp.zeros((1,), jnp.int32) if num_classes else None
-  shapes = jax.eval_shape(
-    lambda: generator.init(jax.random.key(0), jnp.zeros((1, config.z_dim)), labels, train=False)
-  )
+  info = DataInfo((8, 8, 1), {"num_classes": num_classes or 10})
+  task = gan.Task(config, info)
+  shapes = jax.eval_shape(lambda: task.init_state(jax.random.key(0)))
   # Random weights from numpy: a real init compiles every initializer (slow on a busy CPU).
   rng = np.random.default_rng(0)
 
   def fill(path, s):
-    if path[-1].key == "var":  # batch-norm variances must stay positive
-      return np.ones(s.shape, np.float32)
-    return (0.3 * rng.normal(size=s.shape)).astype(np.float32)
+    if getattr(path[-1], "name", getattr(path[-1], "key", None)) == "var":  # positive variances
+      return np.ones(s.shape, s.dtype)
+    if not np.issubdtype(s.dtype, np.floating):
+      return np.zeros(s.shape, s.dtype)
+    return (0.3 * rng.normal(size=s.shape)).astype(s.dtype)
 
-  variables = jax.tree_util.tree_map_with_path(fill, shapes)
-  state = {
-    "g_params": variables["params"],
-    "g_batch_stats": variables["batch_stats"],
-    "ema_params": variables["params"],
-  }
+  state = jax.tree_util.tree_map_with_path(fill, shapes)
   checkpointer = checkpoint.Checkpointer(str(workdir / "checkpoints"), every_steps=1, keep=1)
-  checkpointer.save(
-    step, state, {"step": step, "image_shape": [8, 8, 1], "num_classes": num_classes}
-  )
+  checkpointer.save(step, state, {"step": step, "data_info": info.as_dict()})
   checkpointer.close()
 
 
@@ -171,7 +168,7 @@ def test_run_on_a_gan_workdir(tmp_path):
 @pytest.mark.slow
 def test_run_on_a_trained_digits_gan(tmp_path):
   """The same on a workdir the real trainer wrote (minutes on a busy 2-core machine)."""
-  from jaxvision.train import gan
+  from jaxvision.train import trainer
 
-  gan.train_and_evaluate(tiny_digits_gan_config(), str(tmp_path / "gan"))
+  trainer.train_and_evaluate(tiny_digits_gan_config(), str(tmp_path / "gan"))
   check_run(inpaint.load(str(tmp_path / "gan")), 2, tmp_path)

@@ -46,3 +46,50 @@ def random_shift(
     return jax.lax.dynamic_slice(example, start, (*fixed, *spatial, example.shape[-1]))
 
   return jax.vmap(crop)(padded, shifts)
+
+
+def random_affine(
+  key: jax.Array,
+  x: jnp.ndarray,
+  rotate: float = 0.0,
+  scale: float = 0.0,
+  shear: float = 0.0,
+  axis_name: str | None = None,
+) -> jnp.ndarray:
+  """A random rotation, isotropic scaling and shear of each image about its centre (bilinear,
+  edges extended: the border of a digit image is background whatever the normalisation).
+
+  Args:
+    key: PRNG key.
+    x: images [B, H, W, C].
+    rotate: largest rotation in degrees, either way.
+    scale: largest relative change of size (0.1: a factor in [0.9, 1.1]).
+    shear: largest shear angle in degrees, either way.
+    axis_name: under pmap, the device axis (parameters are drawn for the global batch, as in
+      `random_shift`).
+
+  Returns:
+    Array of x's shape and dtype; `x` itself when every range is 0.
+  """
+  if not (rotate or scale or shear):
+    return x
+  if x.ndim != 4:
+    raise ValueError(f"random_affine: expected images [B, H, W, C], got {x.shape}")
+  batch, height, width, channels = x.shape
+  limits = jnp.array([rotate * jnp.pi / 180, scale, shear * jnp.pi / 180])
+  draws = jax.random.uniform(key, (parallel.global_batch_size(batch, axis_name), 3), minval=-1)
+  params = parallel.local_rows(draws * limits, axis_name)  # [B, 3]: angle, scale - 1, shear
+  centre = jnp.array([(height - 1) / 2, (width - 1) / 2])[:, None]
+  grid = jnp.stack(jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij"))
+  grid = grid.reshape(2, -1) - centre  # [2, H * W] output coordinates about the centre
+
+  def warp(image, p):  # image [H, W, C]
+    angle, size, tangent = p[0], 1 + p[1], jnp.tan(p[2])
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    # forward map: size * rotation @ [[1, tan], [0, 1]]; each output pixel reads its inverse
+    forward = size * jnp.array([[cos, cos * tangent - sin], [sin, sin * tangent + cos]])
+    source = jnp.linalg.inv(forward) @ grid + centre  # [2, H * W]
+    read = lambda plane: jax.scipy.ndimage.map_coordinates(plane, source, order=1, mode="nearest")
+    return jnp.stack([read(image[..., c]) for c in range(channels)], -1).reshape(image.shape)
+
+  return jax.vmap(warp)(x, params).astype(x.dtype)

@@ -13,7 +13,7 @@ from jaxvision.evaluators.common import MetricSpec
 
 def eval_step(state, batch, *, predict_fn, axis_name=None) -> dict:
   """Sums of loss and correct predictions over the real (mask == 1) examples of a batch."""
-  logits = predict_fn(state, batch["inputs"])
+  logits = predict_fn(state, batch)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
   correct = jnp.argmax(logits, -1) == batch["targets"]
   mask = batch["mask"]
@@ -41,6 +41,9 @@ class Evaluator:
       MetricSpec(f"{name}_accuracy", "accuracy", "percent", "higher"),
       MetricSpec(f"{name}_loss", "loss", "float", "lower"),
     )
+
+  def provenance(self) -> dict:
+    return {}
 
   def run(self, state, step: int) -> dict:
     del step

@@ -2,10 +2,12 @@
 
 `config.evaluators` maps a name to a block with a `type` (a key of `TYPES`) and that type's
 settings. Every evaluator has `metrics` (the `MetricSpec`s it reports, so the report renders them
-without guessing the run's kind) and `run(state, step) -> {name: value}`; its metric names start
-with its own name (evaluator "eval" reports "eval_accuracy"). Evaluators reach the model only
-through the trainer's named prediction functions (`predict_fns`, e.g. "predict" or "generate")
-and the devices only through the parallel strategy.
+without guessing the run's kind), `run(state, step) -> {name: value}` and `provenance() -> dict`
+(what results.json should record about how the metrics were made, e.g. the GAN metrics' feature
+classifier; often {}); its metric names start with its own name (evaluator "eval" reports
+"eval_accuracy"). Evaluators reach the model only through the Task's named prediction functions
+(`predict_fns`, e.g. "predict" or "generate", each `fn(state, batch)`) and the devices only
+through the parallel strategy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ TYPES = {
   "gan": "jaxvision.evaluators.gan",
   "video_prediction": "jaxvision.evaluators.video",
 }
-FORMATS = ("percent", "float", "int")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ class MetricSpec:
 class Context:
   """What an evaluator may use: the trainer's prediction functions, data, devices, workdir."""
 
-  predict_fns: dict  # name -> pure fn(state, inputs) (unjitted; evaluators compile them)
+  predict_fns: dict  # name -> pure fn(state, batch) (unjitted; evaluators compile them)
   dataset: object  # jaxvision.data.Dataset
   strategy: object  # jaxvision.parallel.Strategy
   workdir: str

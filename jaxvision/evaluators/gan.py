@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from jaxvision import images
+from jaxvision import workdir as workdir_lib
 from jaxvision.evaluators import gan_metrics
 from jaxvision.evaluators.common import MetricSpec
 
@@ -85,14 +86,17 @@ class Evaluator:
     out = []
     for start in range(0, len(z), self._batch_size):
       chunk = z[start : start + self._batch_size]
-      out.append(
-        self._strategy.fetch_rows(self._generate(state, self._strategy.place_batch(chunk)))
-      )
+      batch = self._strategy.place_batch({"z": chunk})
+      out.append(self._strategy.fetch_rows(self._generate(state, batch)))
     return np.concatenate(out)
+
+  def provenance(self) -> dict:
+    """The feature classifier the metrics were computed with, for results.json."""
+    return {"classifier": self.features.description if self.features else None}
 
   def run(self, state, step: int) -> dict:
     grid = self.sample(state, self._grid_z)
-    images.save_grid(grid, os.path.join(self._workdir, "samples", f"step_{step}.png"))
+    images.save_grid(grid, os.path.join(workdir_lib.samples_dir(self._workdir), f"step_{step}.png"))
     if self.features is None:
       return {}
     fake = self.sample(state, np.asarray(jax.random.normal(self._key, (self._num, self._z_dim))))

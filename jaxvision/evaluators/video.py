@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxvision import data as data_lib
 from jaxvision import parallel, video_images, video_metrics
+from jaxvision import workdir as workdir_lib
 from jaxvision.evaluators.common import MetricSpec
 
 
@@ -28,12 +29,13 @@ def eval_step(state, batch, *, predict_fn, axis_name=None) -> dict:
   Args:
     state: the (placed) train state.
     batch: {"inputs": clips [B, T, H, W, C], "targets": their last P frames, "mask": [B]}.
-    predict_fn: `(state, clips, num_predict=P) -> logits [B, P, H, W, C]`, free-running.
+    predict_fn: `(state, batch) -> logits [B, P, H, W, C]`, free-running from the clips' first
+      T - P frames (P: the targets' frames).
     axis_name: the device axis under pmap (sums are `psum`ed over it); None under jit.
   """
   clips, targets, mask = batch["inputs"], batch["targets"], batch["mask"]
   num_predict = targets.shape[1]
-  pixels = jax.nn.sigmoid(predict_fn(state, clips, num_predict=num_predict))  # [B, P, H, W, C]
+  pixels = jax.nn.sigmoid(predict_fn(state, batch))  # [B, P, H, W, C]
   baseline = video_metrics.copy_last_metrics(clips, num_predict)
   per_frame = {
     **video_metrics.prediction_metrics(pixels, targets),
@@ -81,9 +83,9 @@ class Evaluator:
       compiler_options=context.compiler_options,
     )
     # P, the frames to predict, is fixed by the data: the rollout compiles once for it.
-    self._num_predict = self._source.get(np.arange(1))["targets"].shape[1]
+    self._target_shape = self._source.get(np.arange(1))["targets"].shape[1:]
     self._rollout = strategy.compile(
-      lambda state, clips: jax.nn.sigmoid(predict_fn(state, clips, num_predict=self._num_predict)),
+      lambda state, batch: jax.nn.sigmoid(predict_fn(state, batch)),
       compiler_options=context.compiler_options,
     )
     self._gif_clips, self._gif_scale = gif_clips, gif_scale
@@ -101,7 +103,9 @@ class Evaluator:
     n, devices = len(clips), self._strategy.num_devices
     padded = -(-n // devices) * devices
     clips = np.concatenate([clips, np.zeros((padded - n, *clips.shape[1:]), clips.dtype)])
-    pixels = self._rollout(state, self._strategy.place_batch(clips))
+    targets = np.zeros((padded, *self._target_shape), clips.dtype)  # only their shape is read
+    batch = {"inputs": clips, "targets": targets}
+    pixels = self._rollout(state, self._strategy.place_batch(batch))
     return np.asarray(self._strategy.fetch_rows(pixels))[:n]
 
   def run(self, state, step: int) -> dict:
@@ -112,7 +116,9 @@ class Evaluator:
     totals = self._strategy.fetch(totals)
     mean = {k: float(v / totals["count"]) for k, v in totals.items() if k != "count"}
     if self._gif_clips:
-      self.write_gif(state, os.path.join(self._workdir, "samples", f"step_{step}.gif"))
+      self.write_gif(
+        state, os.path.join(workdir_lib.samples_dir(self._workdir), f"step_{step}.gif")
+      )
     name = self._name
     return {
       f"{name}_mse": mean["mse"],
@@ -121,6 +127,9 @@ class Evaluator:
       f"{name}_copy_last_ssim": mean["copy_last_ssim"],
       f"{name}_mse_ratio": mean["copy_last_mse"] / mean["mse"],
     }
+
+  def provenance(self) -> dict:
+    return {}
 
   def write_gif(self, state, path: str) -> None:
     """Writes observed | predicted | true for the first `gif_clips` eval clips to `path` (on

@@ -12,7 +12,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxvision import config_lib, models, optim
-from jaxvision.train import classifier, loop
+from jaxvision import workdir as workdir_lib
+from jaxvision.tasks import classification as classifier
+from jaxvision.train import loop, trainer, window
 from jaxvision.train.loop import steps_this_call
 from tests.conftest import REPO
 
@@ -124,7 +126,7 @@ def test_loss_decreases_and_metric_files_parse(tmp_path, caplog):
 
   config = small_digits_config(steps=40)
   with jax.log_compiles(True), caplog.at_level("WARNING"):
-    outcome = classifier.train_and_evaluate(config, str(tmp_path))
+    outcome = trainer.train_and_evaluate(config, str(tmp_path))
   assert outcome.status == "finished" and outcome.step == 40
   final = outcome.final
   compiles = [r for r in caplog.messages if r.startswith("Compiling jit(train_step)")]
@@ -149,18 +151,18 @@ def test_offline_mnist_loss_decreases(tmp_path, mnist_path):
   config.schedule.warmup_steps = 5
   config.log_every_steps = 10
   config.eval_every_steps = 30
-  classifier.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   train = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "train_loss" in r]
   assert train[-1]["train_loss"] < 0.6 * train[0]["train_loss"]
 
 
 def test_resume_is_identical_to_uninterrupted_run(tmp_path):
   config = small_digits_config(steps=20)
-  classifier.train_and_evaluate(config, str(tmp_path / "straight"))
-  halted = classifier.train_and_evaluate(config, str(tmp_path / "resumed"), halt_after(10))
+  trainer.train_and_evaluate(config, str(tmp_path / "straight"))
+  halted = trainer.train_and_evaluate(config, str(tmp_path / "resumed"), halt_after(10))
   assert (halted.status, halted.step, halted.final) == ("halted", 10, {})
   assert not (tmp_path / "resumed" / "results.json").exists()
-  classifier.train_and_evaluate(config, str(tmp_path / "resumed"))
+  trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert_same_params(tmp_path / "straight", tmp_path / "resumed")
   assert read_jsonl(tmp_path / "straight" / "metrics.jsonl") == read_jsonl(
     tmp_path / "resumed" / "metrics.jsonl"
@@ -171,9 +173,9 @@ def test_one_device_and_eight_devices_agree(tmp_path):
   assert jax.device_count() == 8
   config = small_digits_config(steps=10)
   config.parallel.num_devices = 1
-  one = classifier.train_and_evaluate(config, str(tmp_path / "one")).final
+  one = trainer.train_and_evaluate(config, str(tmp_path / "one")).final
   config.parallel.num_devices = 0
-  eight = classifier.train_and_evaluate(config, str(tmp_path / "eight")).final
+  eight = trainer.train_and_evaluate(config, str(tmp_path / "eight")).final
   for a, b in zip(
     jax.tree.leaves(final_params(tmp_path / "one")),
     jax.tree.leaves(final_params(tmp_path / "eight")),
@@ -187,9 +189,9 @@ def test_steps_per_call_matches_per_step_loop(tmp_path):
   """K steps in one scanned call over on-device data == K jitted steps (float32 tolerance)."""
   config = small_digits_config(steps=20)
   config.log_every_steps = 10
-  classifier.train_and_evaluate(config, str(tmp_path / "per_step"))
+  trainer.train_and_evaluate(config, str(tmp_path / "per_step"))
   config.steps_per_call = 5
-  classifier.train_and_evaluate(config, str(tmp_path / "scanned"))
+  trainer.train_and_evaluate(config, str(tmp_path / "scanned"))
   for a, b in zip(
     jax.tree.leaves(final_params(tmp_path / "per_step")),
     jax.tree.leaves(final_params(tmp_path / "scanned")),
@@ -220,7 +222,7 @@ def test_batch_not_divisible_by_devices_is_refused(tmp_path):
   with pytest.raises(
     ValueError, match="batch_size=60 must be a positive multiple of the 8 devices"
   ):
-    classifier.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def test_train_step_compiles_once():
@@ -243,18 +245,18 @@ def test_train_step_compiles_once():
 
 
 def test_non_finite_loss_fails_fast_naming_the_step():
-  def window(first_step, values):
-    w = loop._Window(first_step, jax.device_get)
+  def make_window(first_step, values):
+    w = window.Window(first_step, jax.device_get)
     for v in values:
       w.append({"train_loss": jnp.float32(v), "grad_norm": jnp.float32(np.inf)})
     return w
 
   with pytest.raises(FloatingPointError, match="non-finite train_loss .* at step 12"):
-    window(10, (1.0, 0.5, np.nan, 0.2)).fetch()
+    make_window(10, (1.0, 0.5, np.nan, 0.2)).fetch()
   # only losses are checked (an infinite grad norm is logged, not fatal)
-  assert window(1, (1.0, 0.5)).summary() == {"train_loss": 0.75, "grad_norm": np.inf}
+  assert make_window(1, (1.0, 0.5)).summary() == {"train_loss": 0.75, "grad_norm": np.inf}
   # scanned calls append [K] arrays; the step is still the one that went bad
-  scanned = loop._Window(1, jax.device_get)
+  scanned = window.Window(1, jax.device_get)
   scanned.append({"train_loss": jnp.array([1.0, 2.0, 3.0])})
   scanned.append({"train_loss": jnp.array([4.0, np.inf, 6.0])})
   with pytest.raises(FloatingPointError, match="at step 5"):
@@ -273,7 +275,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path, monkeypatch)
   config.log_every_steps = 20
   config.eval_every_steps = 60
   config.checkpoint.every_steps = 1000  # only the SIGTERM and the final step save
-  classifier.train_and_evaluate(config, str(tmp_path / "straight"))
+  trainer.train_and_evaluate(config, str(tmp_path / "straight"))
   original = pipeline.BatchSampler.batch
 
   def batch(self, source, step):  # SIGTERM arrives while the batch of step 38 is prepared
@@ -283,11 +285,11 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path, monkeypatch)
 
   with monkeypatch.context() as patch:
     patch.setattr(pipeline.BatchSampler, "batch", batch)
-    preempted = classifier.train_and_evaluate(config, str(tmp_path / "preempted"))
+    preempted = trainer.train_and_evaluate(config, str(tmp_path / "preempted"))
   assert (preempted.status, preempted.step, preempted.final) == ("preempted", 38, {})
   assert not (tmp_path / "preempted" / "results.json").exists()
   assert os.listdir(tmp_path / "preempted" / "checkpoints") == ["38"]
-  resumed = classifier.train_and_evaluate(config, str(tmp_path / "preempted"))
+  resumed = trainer.train_and_evaluate(config, str(tmp_path / "preempted"))
   assert (resumed.status, resumed.step) == ("finished", 60)
   assert_same_params(tmp_path / "straight", tmp_path / "preempted")
   assert read_jsonl(tmp_path / "straight" / "metrics.jsonl") == read_jsonl(
@@ -297,7 +299,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path, monkeypatch)
 
 def test_results_record_the_commit_the_run_started_from(tmp_path, monkeypatch):
   commits = iter(["commit-at-start"] + ["commit-at-end"] * 10)
-  monkeypatch.setattr(loop, "git_commit", lambda: next(commits))
-  classifier.train_and_evaluate(small_digits_config(steps=10), str(tmp_path))
+  monkeypatch.setattr(workdir_lib, "git_commit", lambda: next(commits))
+  trainer.train_and_evaluate(small_digits_config(steps=10), str(tmp_path))
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["git_commit"] == "commit-at-start"

@@ -11,7 +11,8 @@ from PIL import Image
 
 from experiments import digits_cnn, mnist_dcgan
 from jaxvision import data
-from jaxvision.train import classifier, gan, loop
+from jaxvision.tasks import gan
+from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
 from tests.conftest import REPO
 from tests.train.test_classifier import read_jsonl
@@ -65,10 +66,10 @@ def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
   clf.num_train_steps, clf.log_every_steps, clf.eval_every_steps = 60, 20, 60
   clf.schedule.warmup_steps = 5
   clf.optimizer.learning_rate = 3e-3
-  classifier.train_and_evaluate(clf, str(tmp_path / "clf"))
+  trainer.train_and_evaluate(clf, str(tmp_path / "clf"))
 
   config = digits_gan_config(str(tmp_path / "clf"))
-  outcome = gan.train_and_evaluate(config, str(tmp_path / "straight"))
+  outcome = trainer.train_and_evaluate(config, str(tmp_path / "straight"))
   assert (outcome.status, outcome.step) == ("finished", 10)
   final = outcome.final
   for key in (
@@ -92,14 +93,14 @@ def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
   declared = {m["name"]: m["better"] for m in results["metrics"]}
   assert declared["eval_fid"] == "lower" and declared["eval_inception_score"] == "higher"
 
-  halted = gan.train_and_evaluate(
+  halted = trainer.train_and_evaluate(
     config, str(tmp_path / "resumed"), loop.Options(halt_after_steps=5)
   )
   assert (halted.status, halted.step, halted.final) == ("halted", 5, {})
-  gan.train_and_evaluate(config, str(tmp_path / "resumed"))
+  trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
   a, _ = restore_latest(str(tmp_path / "straight"))
   b, meta = restore_latest(str(tmp_path / "resumed"))
-  assert meta["step"] == 10 and meta["image_shape"] == [8, 8, 1]
+  assert meta["step"] == 10 and meta["data_info"]["input_shape"] == [8, 8, 1]
   for name in ("g_params", "d_params", "ema_params", "g_opt_state", "d_batch_stats"):
     for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name]), strict=True):
       np.testing.assert_array_equal(x, y)

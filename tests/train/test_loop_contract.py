@@ -12,7 +12,9 @@ import pytest
 from experiments import digits_cnn, mnist1d_rnn, mnist_dcgan
 from jaxvision import data, models
 from jaxvision.data import pipeline
-from jaxvision.train import classifier, gan, loop, video
+from jaxvision.tasks import classification as classifier
+from jaxvision.tasks import gan, video
+from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, mnist_dir
 from tests.train.test_video_training import tiny_config
@@ -63,7 +65,7 @@ def video_config():
   return config
 
 
-# trainer module, config, the loss keys its step returns
+# Task module, config, the loss keys its step returns
 TRAINERS = {
   "classifier": (classifier, classifier_config, ("train_loss",)),
   "rnn": (classifier, rnn_config, ("train_loss",)),
@@ -77,20 +79,20 @@ def _steps_saved(workdir):
 
 
 @pytest.fixture(params=sorted(TRAINERS))
-def trainer(request):
+def family(request):
   return TRAINERS[request.param]
 
 
-def test_halt_after_zero_and_n_steps_then_finish(trainer, tmp_path):
-  module, make_config, _ = trainer
+def test_halt_after_zero_and_n_steps_then_finish(family, tmp_path):
+  module, make_config, _ = family
   config = make_config()
-  outcome = module.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=0))
+  outcome = trainer.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=0))
   assert (outcome.status, outcome.step) == ("halted", 0)
   assert _steps_saved(tmp_path) == [0] and not (tmp_path / "results.json").exists()
-  outcome = module.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=3))
+  outcome = trainer.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=3))
   assert (outcome.status, outcome.step) == ("halted", 3)
   assert 3 in _steps_saved(tmp_path)
-  outcome = module.train_and_evaluate(config, str(tmp_path))
+  outcome = trainer.train_and_evaluate(config, str(tmp_path))
   assert (outcome.status, outcome.step) == ("finished", 8)
   assert json.loads((tmp_path / "results.json").read_text())["num_train_steps"] == 8
   steps = [json.loads(r)["step"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -99,8 +101,8 @@ def test_halt_after_zero_and_n_steps_then_finish(trainer, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_at_the_next_step_and_stops(trainer, signum, tmp_path, monkeypatch):
-  module, make_config, _ = trainer
+def test_a_signal_saves_at_the_next_step_and_stops(family, signum, tmp_path, monkeypatch):
+  module, make_config, _ = family
   original = pipeline.BatchSampler.indices
 
   def indices(self, step):  # the signal arrives while step 5 is being prepared
@@ -110,15 +112,15 @@ def test_a_signal_saves_at_the_next_step_and_stops(trainer, signum, tmp_path, mo
 
   monkeypatch.setattr(pipeline.BatchSampler, "indices", indices)
   handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-  outcome = module.train_and_evaluate(make_config(), str(tmp_path))
+  outcome = trainer.train_and_evaluate(make_config(), str(tmp_path))
   # Stopped after the compiled call that ran step 5 (the RNN runs 2 steps per call).
   assert outcome.status == "preempted" and outcome.step == (6 if make_config is rnn_config else 5)
   assert _steps_saved(tmp_path)[-1] == outcome.step
   assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
-def test_an_exception_in_the_step_closes_the_run(trainer, tmp_path, monkeypatch):
-  module, make_config, _ = trainer
+def test_an_exception_in_the_step_closes_the_run(family, tmp_path, monkeypatch):
+  module, make_config, _ = family
 
   def broken_step(*args, **kwargs):
     raise RuntimeError("broken step")
@@ -126,13 +128,13 @@ def test_an_exception_in_the_step_closes_the_run(trainer, tmp_path, monkeypatch)
   monkeypatch.setattr(module, "train_step", broken_step)
   handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
   with pytest.raises(RuntimeError, match="broken step"):
-    module.train_and_evaluate(make_config(), str(tmp_path))
+    trainer.train_and_evaluate(make_config(), str(tmp_path))
   assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
   assert not (tmp_path / "results.json").exists()
 
 
-def test_a_nan_in_any_loss_stops_before_it_is_saved(trainer, tmp_path, monkeypatch):
-  module, make_config, loss_keys = trainer
+def test_a_nan_in_any_loss_stops_before_it_is_saved(family, tmp_path, monkeypatch):
+  module, make_config, loss_keys = family
   original = module.train_step
   bad_key = loss_keys[-1]  # the last loss the step returns (g_loss for the GAN)
 
@@ -143,7 +145,7 @@ def test_a_nan_in_any_loss_stops_before_it_is_saved(trainer, tmp_path, monkeypat
 
   monkeypatch.setattr(module, "train_step", step_with_nan)
   with pytest.raises(FloatingPointError, match=f"non-finite {bad_key} .* at step 5"):
-    module.train_and_evaluate(make_config(), str(tmp_path))
+    trainer.train_and_evaluate(make_config(), str(tmp_path))
   assert _steps_saved(tmp_path)[-1] == 4  # the last good state, never a later one
   state, meta = restore_latest(str(tmp_path))
   assert meta["step"] == 4

@@ -8,7 +8,9 @@ import pytest
 
 from experiments import digits_cnn, mnist1d_rnn, mnist_cnn, mnist_dcgan
 from jaxvision import data, models, optim
-from jaxvision.train import classifier, gan, loop
+from jaxvision.tasks import classification as classifier
+from jaxvision.tasks import gan
+from jaxvision.train import loop
 from jaxvision.workdir import restore_latest
 
 # Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.

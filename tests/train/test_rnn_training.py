@@ -3,7 +3,7 @@
 import json
 
 from experiments import mnist1d_rnn, seed_lstm, seqmnist_lstm
-from jaxvision.train import classifier, loop
+from jaxvision.train import loop, trainer
 from tests.train.test_classifier import assert_same_params, read_jsonl
 
 
@@ -22,7 +22,7 @@ def test_gru_on_mnist1d_sequences_reduces_loss(tmp_path):
   config.model.hidden_size = 32
   config.schedule.name = "constant"  # a GRU leaves its initial plateau sooner without decay
   config.optimizer.learning_rate = 1e-2
-  classifier.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   train = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "train_loss" in r]
   assert train[-1]["train_loss"] < 0.8 * train[0]["train_loss"]
 
@@ -33,7 +33,7 @@ def test_sequential_mnist_lstm_reduces_loss(tmp_path, mnist_path):
   config.model.hidden_size = 32
   config.schedule.name = "constant"
   config.optimizer.learning_rate = 5e-3
-  classifier.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   train = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "train_loss" in r]
   assert train[-1]["train_loss"] < 0.7 * train[0]["train_loss"]
 
@@ -43,12 +43,12 @@ def test_seed_lstm_resume_is_identical(tmp_path):
   config.data.num_train, config.data.num_eval = 1024, 256
   config.data.eval_batch_size = 256
   config.model.hidden_size = 16
-  straight = classifier.train_and_evaluate(config, str(tmp_path / "straight"))
-  halted = classifier.train_and_evaluate(
+  straight = trainer.train_and_evaluate(config, str(tmp_path / "straight"))
+  halted = trainer.train_and_evaluate(
     config, str(tmp_path / "resumed"), loop.Options(halt_after_steps=10)
   )
   assert (halted.status, halted.step) == ("halted", 10)
-  resumed = classifier.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert_same_params(tmp_path / "straight", tmp_path / "resumed")
   assert straight.final == resumed.final
   recorded = json.loads((tmp_path / "resumed" / "results.json").read_text())

@@ -19,7 +19,8 @@ from experiments import moving_mnist_classify, moving_mnist_convlstm
 from jaxvision import data, models, optim, parallel, video_metrics
 from jaxvision.evaluators import common as evaluators_lib
 from jaxvision.evaluators import video as video_evaluator
-from jaxvision.train import classifier, loop, video
+from jaxvision.tasks import video
+from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, REPO, mnist_dir
 from tests.train.test_classifier import read_jsonl
@@ -66,7 +67,7 @@ def straight_run(tmp_path_factory):
   if not all((mnist_dir() / f).is_file() for f in MNIST_FILES):
     pytest.skip(f"offline MNIST IDX files not found in {mnist_dir()} (set JAXVISION_MNIST_DIR)")
   workdir = tmp_path_factory.mktemp("video") / "straight"
-  outcome = video.train_and_evaluate(tiny_config(steps=8), str(workdir))
+  outcome = trainer.train_and_evaluate(tiny_config(steps=8), str(workdir))
   return workdir, outcome
 
 
@@ -99,9 +100,9 @@ def test_training_reduces_the_loss_and_writes_results_and_gifs(straight_run):
 def test_halt_then_resume_is_bit_identical_to_an_uninterrupted_run(straight_run, tmp_path):
   straight, outcome = straight_run
   config = tiny_config(steps=8)
-  halted = video.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=3))
+  halted = trainer.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=3))
   assert (halted.status, halted.step) == ("halted", 3)
-  resumed = video.train_and_evaluate(config, str(tmp_path))
+  resumed = trainer.train_and_evaluate(config, str(tmp_path))
   assert (resumed.status, resumed.step) == ("finished", 8)
   a, _ = restore_latest(str(straight))
   b, meta = restore_latest(str(tmp_path))
@@ -119,7 +120,7 @@ def test_one_device_eight_devices_and_pmap_agree(tmp_path, mnist_path):
     config = tiny_config(steps=4, num_devices=num_devices, strategy=strategy)
     config.evaluators.eval.gif_clips = 0
     workdir = tmp_path / f"{num_devices}_{strategy}"
-    outcome = video.train_and_evaluate(config, str(workdir))
+    outcome = trainer.train_and_evaluate(config, str(workdir))
     assert outcome.status == "finished"
     params.append(_leaves(restore_latest(str(workdir))[0]["params"]))
     finals.append(outcome.final)
@@ -156,9 +157,7 @@ def test_evaluator_matches_direct_metrics_and_writes_the_gif(strategy, tmp_path,
   copy_last = video_metrics.copy_last_metrics(clips["inputs"], num_predict)  # each [24, P]
   assert out["eval_copy_last_mse"] == pytest.approx(float(copy_last["mse"].mean()), rel=1e-5)
   assert out["eval_copy_last_ssim"] == pytest.approx(float(copy_last["ssim"].mean()), rel=1e-5)
-  logits = jax.jit(video.predict, static_argnames="num_predict")(
-    state, clips["inputs"], num_predict=num_predict
-  )
+  logits = jax.jit(video.predict)(state, {"inputs": clips["inputs"], "targets": clips["targets"]})
   model_metrics = video_metrics.prediction_metrics(jax.nn.sigmoid(logits), clips["targets"])
   assert out["eval_mse"] == pytest.approx(float(model_metrics["mse"].mean()), rel=1e-5)
   assert out["eval_ssim"] == pytest.approx(float(model_metrics["ssim"].mean()), rel=1e-4)
@@ -178,11 +177,11 @@ def test_config_errors_name_the_key(tmp_path):
   config = tiny_config()
   config.loss = "l1"
   with pytest.raises(ValueError, match="config.loss='l1'"):
-    video.train_and_evaluate(config, str(tmp_path / "a"))
+    trainer.train_and_evaluate(config, str(tmp_path / "a"))
   config = tiny_config()
   config.data.task = "classify"
   with pytest.raises(ValueError, match="trainer='classifier'"):
-    video.train_and_evaluate(config, str(tmp_path / "b"))
+    trainer.train_and_evaluate(config, str(tmp_path / "b"))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
   with pytest.raises(ValueError, match="takes one of"):
     moving_mnist_convlstm.get_config("huge")
@@ -241,7 +240,7 @@ def test_video_classification_runs_on_the_classifier_trainer(variant, tmp_path, 
   config.num_train_steps = 6
   config.log_every_steps = config.eval_every_steps = config.checkpoint.every_steps = 3
   config.schedule.warmup_steps = 1
-  outcome = classifier.train_and_evaluate(config, str(tmp_path))
+  outcome = trainer.train_and_evaluate(config, str(tmp_path))
   assert (outcome.status, outcome.step) == ("finished", 6)
   accuracy = outcome.final["eval_accuracy"]
   assert 0 <= accuracy <= 1 and round(accuracy * 40) == pytest.approx(accuracy * 40)

@@ -14,21 +14,17 @@ images), spectral normalisation and dropout of D (`discriminator.spectral_norm`,
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from jaxvision import data as data_lib
-from jaxvision import diffaugment, gan_losses, models, optim, parallel, xla
-from jaxvision.evaluators import common as evaluators_lib
+from jaxvision import models, optim, parallel
 from jaxvision.evaluators import gan_metrics
-from jaxvision.gan_losses import LOSSES, d_loss_fn, g_loss_fn
-from jaxvision.train import loop
+from jaxvision.tasks import base, diffaugment, gan_losses
+from jaxvision.tasks.gan_losses import LOSSES, d_loss_fn, g_loss_fn
 from jaxvision.train.common import num_params
 
 
@@ -227,23 +223,23 @@ def train_step(
   return new_state, parallel.pmean(step_metrics, axis_name)
 
 
-def generate(state: GANState, z: jax.Array, *, use_ema: bool, num_classes: int = 0) -> jax.Array:
-  """Images [N, H, W, C] in [-1, 1] from latents [N, z_dim], batch norm in inference mode; a
-  conditional generator makes the classes 0, 1, ..., K-1 in turn (balanced)."""
+def generate(state: GANState, batch: dict, *, use_ema: bool, num_classes: int = 0) -> jax.Array:
+  """Images [N, H, W, C] in [-1, 1] from a batch {"z": latents [N, z_dim]}, batch norm in
+  inference mode; a conditional generator makes the batch's "labels" [N] if it has them, else
+  the classes 0, 1, ..., K-1 in turn (balanced)."""
+  z = batch["z"]
   params = state.ema_params if use_ema else state.g_params
-  labels = (jnp.arange(z.shape[0]) % num_classes,) if num_classes else ()
+  labels = ()
+  if num_classes:
+    labels = (batch["labels"] if "labels" in batch else jnp.arange(z.shape[0]) % num_classes,)
   return _apply(state.g_apply, params, state.g_batch_stats, z, *labels, train=False)[0]
 
 
-def generate_class(state: GANState, z: jax.Array, labels: jax.Array, *, use_ema: bool):
-  """Images [N, H, W, C] of the asked classes [N] from a conditional generator."""
-  params = state.ema_params if use_ema else state.g_params
-  return _apply(state.g_apply, params, state.g_batch_stats, z, labels, train=False)[0]
-
-
 def validate(config, strategy) -> None:
-  loop.validate(config)
-  strategy.check_batch_size(config.data.batch_size, "data.batch_size")
+  """Checks the keys this family reads; raises ValueError naming the key and the fix."""
+  del strategy
+  optim.validate(config.g_optimizer, "g_optimizer")
+  optim.validate(config.d_optimizer, "d_optimizer")
   if config.loss not in LOSSES:
     raise ValueError(f"config.loss={config.loss!r} unknown; expected one of {LOSSES}")
   if config.data.get("normalize") != "symmetric":
@@ -257,55 +253,43 @@ def validate(config, strategy) -> None:
   diffaugment.diff_augment(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), config.augment)  # names
 
 
-def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, options: loop.Options | None = None
-) -> loop.Outcome:
-  """Trains a DCGAN on `config.data`'s train images; same workdir contract as the classifier."""
-  strategy = parallel.create_strategy(config.parallel)
-  validate(config, strategy)
-  dataset = data_lib.load_dataset(config.data)
-  image_shape = dataset.input_shape
-  num_classes = dataset.num_classes if config.conditional else 0
-  generator, discriminator = create_models(config, image_shape, strategy.axis_name, num_classes)
-  g_tx, _ = optim.create_optimizer(config.g_optimizer, config.schedule, config.num_train_steps)
-  d_tx, _ = optim.create_optimizer(config.d_optimizer, config.schedule, config.num_train_steps)
-  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
-  evaluators = evaluators_lib.from_config(
-    config.evaluators,
-    evaluators_lib.Context(
-      predict_fns={
-        "generate": functools.partial(
-          generate, use_ema=config.ema_decay > 0, num_classes=num_classes
-        )
-      },
-      dataset=dataset,
-      strategy=strategy,
-      workdir=workdir,
-      key=eval_key,
-      compiler_options=xla.compiler_options(config.xla),
-      batch_size=config.data.eval_batch_size,
-      info={"z_dim": config.z_dim},
-    ),
-  )
+class Task(base.Task):
+  """A DCGAN: generator and discriminator from the registry, one optimizer each (see the
+  module). Predict functions: "generate" (the EMA generator when the run keeps one) and
+  "generate_raw" (the generator's own weights)."""
 
-  meta = {"image_shape": list(image_shape), "num_classes": num_classes}
-  run = loop.Run(config, workdir, strategy, options, meta=meta)
-  state = run.restore_or_create(
-    lambda: create_gan_state(
-      generator, discriminator, g_tx, d_tx, config.z_dim, image_shape, init_key
+  def __init__(self, config, data: base.DataInfo, axis_name: str | None = None):
+    super().__init__(config, data, axis_name)
+    self.num_classes = data.num_classes if config.conditional else 0
+    self.generator, self.discriminator = create_models(
+      config, data.input_shape, axis_name, self.num_classes
     )
-  )
-  host = strategy.global_state(state)
-  print(
-    f"{dataset.description}: {len(dataset.train)} train images; generator "
-    f"{num_params(host.g_params):,} params, discriminator {num_params(host.d_params):,}; "
-    f"{strategy.num_devices} devices ({strategy.name})",
-    flush=True,
-  )
+    self.g_tx, _ = optim.create_optimizer(
+      config.g_optimizer, config.schedule, config.num_train_steps
+    )
+    self.d_tx, _ = optim.create_optimizer(
+      config.d_optimizer, config.schedule, config.num_train_steps
+    )
 
-  p_train_step = strategy.compile(
-    functools.partial(
-      train_step,
+  validate = staticmethod(validate)
+
+  def init_state(self, key) -> GANState:
+    return create_gan_state(
+      self.generator,
+      self.discriminator,
+      self.g_tx,
+      self.d_tx,
+      self.config.z_dim,
+      self.data.input_shape,
+      key,
+    )
+
+  def train_step(self, state, batch, key, *, axis_name=None):
+    config = self.config
+    return train_step(
+      state,
+      batch,
+      key,
       z_dim=config.z_dim,
       loss=config.loss,
       ema_decay=config.ema_decay,
@@ -313,27 +297,29 @@ def train_and_evaluate(
       augment=config.augment,
       r1_gamma=config.r1_gamma,
       conditional=config.conditional,
-      num_classes=num_classes,
-      axis_name=strategy.axis_name,
-    ),
-    donate_state=True,
-    compiler_options=xla.compiler_options(config.xla),
-  )
-  sampler = data_lib.BatchSampler(len(dataset.train), config.data.batch_size, config.seed)
+      num_classes=self.num_classes,
+      axis_name=axis_name,
+    )
 
-  def advance(state, step, k):
-    del k  # one step per call
-    batch = sampler.batch(dataset.train, step)
-    return p_train_step(state, strategy.place_batch(batch), train_key)
+  def predict_fns(self) -> dict:
+    def make(use_ema):
+      return lambda state, batch: generate(
+        state, batch, use_ema=use_ema, num_classes=self.num_classes
+      )
 
-  def results(state):
-    host = strategy.global_state(state)
-    gan_eval = next((e for e in evaluators if getattr(e, "features", None)), None)
+    return {"generate": make(self.config.ema_decay > 0), "generate_raw": make(False)}
+
+  def evaluator_info(self) -> dict:
+    return {"z_dim": self.config.z_dim, "num_classes": self.num_classes}
+
+  def summary(self, state) -> str:
+    return (
+      f"generator {num_params(state.g_params):,} params, "
+      f"discriminator {num_params(state.d_params):,}"
+    )
+
+  def results(self, state) -> dict:
     return {
-      "dataset": dataset.description,
-      "num_params": num_params(host.g_params) + num_params(host.d_params),
+      "num_params": num_params(state.g_params) + num_params(state.d_params),
       "metrics_caveat": gan_metrics.CAVEAT,
-      "classifier": gan_eval.features.description if gan_eval else None,
     }
-
-  return loop.train(run, state, advance, evaluators, results=results)

@@ -1,0 +1,18 @@
+"""The Task registry: `config.trainer` names the family's Task (`jaxvision.tasks.base.Task`)."""
+
+from __future__ import annotations
+
+import importlib
+
+TASKS = {
+  "classifier": "jaxvision.tasks.classification",
+  "gan": "jaxvision.tasks.gan",
+  "video": "jaxvision.tasks.video",
+}
+
+
+def get(name: str) -> type:
+  """The Task class of family `name` (`config.trainer`); ValueError naming the known ones."""
+  if name not in TASKS:
+    raise ValueError(f"config.trainer={name!r} unknown; expected one of {sorted(TASKS)}")
+  return importlib.import_module(TASKS[name]).Task

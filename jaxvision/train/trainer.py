@@ -1,0 +1,149 @@
+"""`train_and_evaluate`, written once for every Task: the wiring around a family's step.
+
+The Task (`jaxvision.tasks`, named by `config.trainer`) says what its family knows; this module
+does the rest identically for all of them: the parallel strategy, the data, the PRNG keys (one
+base key split into init, train and eval keys), the evaluators, the run's workdir (restore or
+create), compiling the step (and `config.steps_per_call` steps in one `lax.scan` over data kept
+on device), the batches, and the loop (`jaxvision.train.loop`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxvision import data as data_lib
+from jaxvision import parallel, tasks, xla
+from jaxvision.evaluators import common as evaluators_lib
+from jaxvision.tasks.base import DataInfo
+from jaxvision.train import loop
+from jaxvision.train.run import Options, Run
+
+
+def validate(config, strategy) -> None:
+  """Checks the keys every Task's config has; raises ValueError naming the key and the fix."""
+  positive = {
+    "num_train_steps": config.num_train_steps,
+    "log_every_steps": config.log_every_steps,
+    "eval_every_steps": config.eval_every_steps,
+    "checkpoint.every_steps": config.checkpoint.every_steps,
+    "checkpoint.keep": config.checkpoint.keep,
+    "data.batch_size": config.data.batch_size,
+    "data.eval_batch_size": config.data.eval_batch_size,
+  }
+  for key, value in positive.items():
+    if not isinstance(value, int) or value <= 0:
+      raise ValueError(f"config.{key}={value!r} must be a positive integer")
+  if config.get("steps_per_call", 1) < 1:
+    raise ValueError(f"config.steps_per_call={config.steps_per_call} must be >= 1")
+  strategy.check_batch_size(config.data.batch_size, "config.data.batch_size")
+  strategy.check_batch_size(config.data.eval_batch_size, "config.data.eval_batch_size")
+
+
+def train_steps(step_fn, state, data: dict, indices: jax.Array, key: jax.Array):
+  """`len(indices)` steps of `step_fn` in one compiled loop, gathering batches on device.
+
+  Args:
+    step_fn: `(state, batch, key) -> (state, metrics)`.
+    state: the train state (donated by the caller's compiled step).
+    data: the whole train split on device, {"inputs": [N, ...], "targets": [N], ...}.
+    indices: [K, B] example indices of K consecutive global batches (under pmap: this device's
+      columns).
+    key: the run's base PRNG key.
+
+  Returns:
+    (new state, metrics with a leading [K] axis): the same as K calls of `step_fn`.
+  """
+
+  def body(state, batch_indices):
+    batch = jax.tree.map(lambda x: x[batch_indices], data)  # [B, ...]
+    return step_fn(state, batch, key)
+
+  return jax.lax.scan(body, state, indices)
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(init, train, eval) keys of a run: one base key, split by purpose."""
+  return tuple(jax.random.split(jax.random.key(seed), 3))
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, options: Options | None = None
+) -> loop.Outcome:
+  """Trains `config`'s Task on `config.data`, resuming from `<workdir>/checkpoints` if present.
+
+  Args:
+    config: the experiment config (see `experiments/`); `config.trainer` names the Task.
+    workdir: where checkpoints, metrics, samples and results go.
+    options: halt_after_steps, allow_config_change and the invocation recorded in results.json.
+
+  Returns:
+    How the run ended, with the final eval metrics when it finished.
+  """
+  task_class = tasks.get(config.trainer)
+  strategy = parallel.create_strategy(config.parallel)
+  validate(config, strategy)
+  task_class.validate(config, strategy)
+  dataset = data_lib.load_dataset(config.data)
+  steps_per_call = config.get("steps_per_call", 1)
+  if steps_per_call > 1 and not isinstance(dataset.train, data_lib.ArraySource):
+    raise ValueError(
+      f"config.steps_per_call={steps_per_call} keeps the train split on device; a generated "
+      f"source ({config.data.source}) needs steps_per_call=1"
+    )
+  data_info = DataInfo.of(dataset)
+  task = task_class(config, data_info, strategy.axis_name)
+  init_key, train_key, eval_key = seed_keys(config.seed)
+  compiler_options = xla.compiler_options(config.xla)
+  evaluators = evaluators_lib.from_config(
+    config.evaluators,
+    evaluators_lib.Context(
+      predict_fns=task.predict_fns(),
+      dataset=dataset,
+      strategy=strategy,
+      workdir=workdir,
+      key=eval_key,
+      compiler_options=compiler_options,
+      batch_size=config.data.eval_batch_size,
+      info=task.evaluator_info(),
+    ),
+  )
+
+  run = Run(config, workdir, strategy, options, meta={"data_info": data_info.as_dict()})
+  state = run.restore_or_create(lambda: task.init_state(init_key))
+  print(
+    f"{dataset.description}: {len(dataset.train)} train / {len(dataset.eval)} eval; "
+    f"{task.summary(strategy.global_state(state))}; {strategy.num_devices} devices "
+    f"({strategy.name})",
+    flush=True,
+  )
+
+  step_fn = functools.partial(task.train_step, axis_name=strategy.axis_name)
+  compile_ = functools.partial(
+    strategy.compile, donate_state=True, compiler_options=compiler_options
+  )
+  p_train_step = compile_(step_fn)
+  sampler = data_lib.BatchSampler(len(dataset.train), config.data.batch_size, config.seed)
+  if steps_per_call > 1:
+    p_train_steps = compile_(
+      functools.partial(train_steps, step_fn), state_args=(0, 1), batch_args=(2,)
+    )
+    device_data = strategy.place_state(dict(dataset.train.arrays))
+
+  def advance(state, step, k):
+    if k == 1:
+      return p_train_step(
+        state, strategy.place_batch(sampler.batch(dataset.train, step)), train_key
+      )
+    indices = np.stack([sampler.indices(s) for s in range(step, step + k)])  # [K, B]
+    return p_train_steps(state, device_data, strategy.place_batch(indices, 1), train_key)
+
+  def results(state):
+    host = strategy.global_state(state)
+    provenance = {k: v for e in evaluators for k, v in e.provenance().items()}
+    return {"dataset": dataset.description, **task.results(host), **provenance}
+
+  return loop.train(run, state, advance, evaluators, steps_per_call=steps_per_call, results=results)
