@@ -1,13 +1,14 @@
 """The campaign behind experiments/RESULTS.md: every sweep its tables come from, in run order.
 
-  nohup nice python -m jaxvision.campaign --campaign=experiments/campaign.py > campaign.log 2>&1 &
+  nohup nice python -m jaxvision.tools.campaign --campaign=experiments/campaign.py \\
+    > campaign.log 2>&1 &
 
 Rerun the same command after any stop: finished points are skipped, interrupted ones resume, and
 the report is rewritten from what has finished (`--report_only` writes it without running).
 A few hours of a 2-core CPU in all; the cheap rows come first, the video models last.
 """
 
-from jaxvision.campaign import Sweep
+from jaxvision.tools.campaign import Sweep
 
 TITLE = "jaxvision experiment results"
 OUT = "experiments/RESULTS.md"

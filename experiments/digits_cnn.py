@@ -3,7 +3,8 @@
 python -m jaxvision.main --config=experiments/digits_cnn.py --workdir=runs/digits_cnn
 """
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 
 def get_config():
@@ -23,5 +24,6 @@ def get_config():
 
 
 def get_sweep():
-  """Four seeds: `python -m jaxvision.sweep --config=experiments/digits_cnn.py --parallel=2`."""
+  """Four seeds: `python -m jaxvision.tools.sweep --config=experiments/digits_cnn.py
+  --parallel=2`."""
   return sweep.product(seed=range(4))

@@ -9,7 +9,8 @@ The paper (Greydanus 2020) reports logistic regression 32% and an MLP 68% on the
 (the paper's baselines have none). `get_sweep` runs 3 seeds.
 """
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 
 def get_config(model: str = "mlp"):

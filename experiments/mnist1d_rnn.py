@@ -7,7 +7,8 @@ One unidirectional layer of 128 units, classified from its last state; Adam with
 cosine decay and random shifts of up to 2 steps.
 """
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 
 def get_config(cell: str = "gru"):

@@ -8,11 +8,15 @@ and trains on t10k[:8000], evaluating on t10k[8000:]:
 
   python -m jaxvision.main --config=experiments/mnist_cnn.py:idx --workdir=runs/mnist_cnn_idx
 
-Both run 10 epochs at batch 128: Adam, peak learning rate 2e-3 after a one-epoch warm-up, cosine
-decay, and random shifts of up to 2 pixels. `--config.model.name=cnn_b` selects seed CNN B.
+Both run 20 epochs at batch 128: Adam, peak learning rate 2e-3 after a one-epoch warm-up, cosine
+decay, label smoothing 0.1, and small random affine distortions (rotation up to 10 degrees,
+scaling by up to 10%) plus shifts of up to 2 pixels. `--config.model.name=cnn_b` selects seed
+CNN B. On the offline folds this recipe took fold 0 from 98.55% (10 epochs, shifts only) to
+99.05% (seed 0); experiments/RESULTS.md has the 5-fold numbers.
 """
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
 
@@ -26,12 +30,13 @@ def get_config(source: str = "tfds"):
     config.data = config_lib.offline_mnist_data(batch_size=128)
   else:
     config.data = data.data_config("tfds", name="mnist", batch_size=128)
-  epochs = 10
+  epochs = 20
   config.num_train_steps = epochs * (NUM_TRAIN[source] // config.data.batch_size)
   config.log_every_steps = 50
   config.eval_every_steps = config.num_train_steps // 2
   config.model = models.model_config("cnn_a")
-  config.augment.max_shift = 2
+  config.augment.update(max_shift=2, rotate=10.0, scale=0.1)
+  config.label_smoothing = 0.1
   config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3)
   config.schedule = optim.schedule_config(
     name="warmup_cosine", warmup_steps=config.num_train_steps // epochs
@@ -42,7 +47,7 @@ def get_config(source: str = "tfds"):
 
 def get_sweep(source: str = "tfds"):
   """`:idx`: the 5 folds of the offline split (runs/mnist_cnn_idx/data.fold=K); TFDS: 3 seeds.
-  CNN B's folds: `python -m jaxvision.sweep --config=experiments/mnist_cnn.py:idx
+  CNN B's folds: `python -m jaxvision.tools.sweep --config=experiments/mnist_cnn.py:idx
   --axis=model.name=cnn_b`."""
   if source == "idx":
     return sweep.product(**{"data.fold": range(5)})

@@ -7,7 +7,7 @@ whose features the metrics use):
   python -m jaxvision.main --config=experiments/mnist_dcgan.py:idx --workdir=runs/mnist_dcgan_idx
 
 `:tfds` (the default) trains on TFDS mnist with `runs/mnist_cnn` as the classifier. Samples:
-`python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --num=64 --out=grid.png`.
+`python -m jaxvision.tools.sample --workdir=runs/mnist_dcgan_idx --num=64 --out=grid.png`.
 """
 
 from jaxvision import config_lib, data

@@ -16,13 +16,14 @@ Offline: clips are generated on the fly from the MNIST IDX files in $JAXVISION_M
 digits on 48x48 frames, 8 frames, batch 32, 2,000 steps. Measured on a 2-core AMD EPYC: 0.3-0.45 s
 per step, 10-15 minutes in all; the control (one frame per clip) 0.05 s per step, about 2.
 
-Seeds: `python -m jaxvision.sweep --config=experiments/moving_mnist_classify.py` (and
+Seeds: `python -m jaxvision.tools.sweep --config=experiments/moving_mnist_classify.py` (and
 `...classify.py:single_frame`) runs three seeds of either.
 """
 
 import ml_collections
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 VARIANTS = ("clips", "single_frame")
 

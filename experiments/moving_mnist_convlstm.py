@@ -16,7 +16,7 @@ binary cross-entropy; evaluation rolls the model out freely from the 6 observed 
 MSE and SSIM next to the copy-last-frame baseline (`eval_mse_ratio` > 1 beats it), with a GIF of
 observed | predicted | true per evaluation in `<workdir>/samples/`. A rollout of the trained model:
 
-  python -m jaxvision.sample --workdir=runs/mmnist_convlstm --out=rollout.gif
+  python -m jaxvision.tools.sample --workdir=runs/mmnist_convlstm --out=rollout.gif
 
 `:standard` is the usual benchmark (Srivastava et al. 2015): two digits on 64x64 frames, 10
 observed and 10 predicted, 20,000 steps; about 7x the compute per step: for an accelerator.
@@ -24,7 +24,8 @@ observed and 10 predicted, 20,000 steps; about 7x the compute per step: for an a
 
 import ml_collections
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 VARIANTS = ("cpu", "standard")
 

@@ -8,7 +8,8 @@ The task (jaxvision/data/marked_sum.py) needs information from both ends of each
 `:control` trains on shuffled labels and must stay at chance (50%).
 """
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 
 def get_config(variant: str = "task"):

@@ -8,7 +8,8 @@ default ../shared/data/mnist), training on t10k[:8000] and evaluating on t10k[80
 uses the prepared TFDS mnist set (60,000 / 10,000).
 """
 
-from jaxvision import config_lib, data, models, optim, sweep
+from jaxvision import config_lib, data, models, optim
+from jaxvision.tools import sweep
 
 NUM_TRAIN = {"tfds": 60_000, "idx": 8_000}
 

@@ -40,7 +40,6 @@ class Checkpointer:
       self.directory,
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
     )
-    self.every_steps = every_steps
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -7,17 +7,11 @@ and set the blocks they change: `data` (`jaxvision.data.data_config`), `model`
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
 from jaxvision import checkpoint, models, optim, parallel, xla
 from jaxvision import data as data_lib
 from jaxvision.data import idx
-
-# Offline MNIST: the real MNIST test split as IDX files, in 5 cross-validation folds of 2,000.
-MNIST_DIR_ENV = idx.MNIST_DIR_ENV
-DEFAULT_MNIST_DIR = idx.DEFAULT_MNIST_DIR
 
 
 def offline_mnist_data(**overrides) -> ml_collections.ConfigDict:
@@ -27,7 +21,7 @@ def offline_mnist_data(**overrides) -> ml_collections.ConfigDict:
     "idx",
     **{
       "name": "mnist",
-      "data_dir": os.environ.get(MNIST_DIR_ENV, DEFAULT_MNIST_DIR),
+      "data_dir": idx.default_mnist_dir(),
       "train_split": "t10k",
       "eval_split": "t10k",
       "num_folds": 5,
@@ -106,7 +100,7 @@ def gan_base_config() -> ml_collections.ConfigDict:
             pred="generate",
             classifier_workdir="",  # a finished classifier run on the same data ("": none)
             num_samples=10_000,  # generated images per evaluation, for every metric
-            batch_size=400,  # a multiple of the device count
+            batch_size=0,  # generated per compiled call (0: data.eval_batch_size)
             grid_size=64,  # images in each samples/step_N.png
           )
         }

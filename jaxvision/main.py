@@ -22,30 +22,34 @@ from ml_collections import config_flags
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 75
 
-config_flags.DEFINE_config_file(
-  "config", None, "Experiment config file (experiments/*.py[:ARG]).", lock_config=True
-)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-flags.DEFINE_integer(
-  "halt_after_steps",
-  None,
-  "Stop with a checkpoint once this many steps are done; rerun the same command to continue.",
-)
-flags.DEFINE_bool(
-  "allow_config_change", False, "Resume a workdir even though its config differs (see --help)."
-)
-flags.DEFINE_bool(
-  "jax_distributed",
-  False,
-  "Multi-host: call jax.distributed.initialize() first. On SLURM (srun) or a TPU pod it needs "
-  "nothing else; elsewhere give --coordinator_address, --num_processes and --process_id "
-  "(./launch.sh -n N does this for N local processes).",
-)
-flags.DEFINE_string("coordinator_address", "", "With --jax_distributed: host:port of process 0.")
-flags.DEFINE_integer("num_processes", 0, "With --jax_distributed: the number of processes.")
-flags.DEFINE_integer("process_id", -1, "With --jax_distributed: this process's index.")
 FLAGS = flags.FLAGS
 HELP = ("--help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+def _define_flags() -> None:
+  """Flags are defined only when this runs as a program: importing it defines nothing."""
+  config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (experiments/*.py[:ARG]).", lock_config=True
+  )
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+  flags.DEFINE_integer(
+    "halt_after_steps",
+    None,
+    "Stop with a checkpoint once this many steps are done; rerun the same command to continue.",
+  )
+  flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir even though its config differs (see --help)."
+  )
+  flags.DEFINE_bool(
+    "jax_distributed",
+    False,
+    "Multi-host: call jax.distributed.initialize() first. On SLURM (srun) or a TPU pod it needs "
+    "nothing else; elsewhere give --coordinator_address, --num_processes and --process_id "
+    "(./launch.sh -n N does this for N local processes).",
+  )
+  flags.DEFINE_string("coordinator_address", "", "With --jax_distributed: host:port of process 0.")
+  flags.DEFINE_integer("num_processes", 0, "With --jax_distributed: the number of processes.")
+  flags.DEFINE_integer("process_id", -1, "With --jax_distributed: this process's index.")
 
 
 def _config_error(argv: list[str], error: Exception) -> str:
@@ -155,4 +159,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -228,17 +228,24 @@ class PmapStrategy(Strategy):
     cache = {}
 
     def call(*args):
-      if len(args) not in cache:  # pmap fixes in_axes per arity; compiled once per arity
-        cache[len(args)] = jax.pmap(
+      # pmap fixes in_axes per arity. XLA options reach only an explicitly compiled executable,
+      # which is specific to its arguments' shapes: then one per arity and shapes.
+      signature = len(args)
+      if compiler_options:
+        signature = (signature, jax.tree.structure(args), tuple(map(_shape, jax.tree.leaves(args))))
+      if signature not in cache:
+        mapped = jax.pmap(
           fn,
           axis_name=DATA_AXIS,
           in_axes=in_axes(len(args)),
           donate_argnums=(0,) if donate_state else (),
           devices=list(self.mesh.devices.reshape(-1)),
         )
-      return cache[len(args)](*args)
+        cache[signature] = (
+          mapped.lower(*args).compile(compiler_options) if compiler_options else mapped
+        )
+      return cache[signature](*args)
 
-    del compiler_options  # pmap takes none; XLA's defaults apply
     return call
 
   def place_state(self, tree):
@@ -269,6 +276,10 @@ class PmapStrategy(Strategy):
 
   def global_state_step(self, state):
     return self._to_global(state.step)
+
+
+def _shape(x) -> tuple:
+  return (getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__)))
 
 
 def _process_rows(x: np.ndarray, batch_axis: int) -> np.ndarray:

@@ -7,7 +7,7 @@
   <workdir>/tb/              TensorBoard events
   <workdir>/samples/         images an evaluator writes (GAN grids, video GIFs)
   <workdir>/results.json     final metrics, the metrics declared, config, provenance
-  <workdir>/evaluations/     step_N.json of `python -m jaxvision.evaluate`
+  <workdir>/evaluations/     step_N.json of `python -m jaxvision.tools.evaluate`
   <workdir>/log.txt          a sweep point's output
 
 Trainers write these (`jaxvision.train.run`), tools read them (`jaxvision.runs.load_run`, the

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxvision import bench_models, models
+from benchmarks import bench_models
+from jaxvision import models
 from jaxvision.tasks import gan
 
 torch = pytest.importorskip("torch")

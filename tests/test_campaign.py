@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from jaxvision import campaign, sweep
 from jaxvision.data import idx
+from jaxvision.tools import campaign, sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = (
@@ -23,7 +23,7 @@ TINY = (
 )
 
 CAMPAIGN = """
-from jaxvision.campaign import Sweep
+from jaxvision.tools.campaign import Sweep
 
 TITLE = "Tiny results"
 NOTES = ["A note of the campaign's own."]
@@ -37,7 +37,7 @@ def get_campaign():
 
 
 def _mnist_dir() -> str:
-  return os.environ.get(idx.MNIST_DIR_ENV, str(REPO / idx.DEFAULT_MNIST_DIR))
+  return idx.default_mnist_dir()
 
 
 def _campaign(tmp_path, extra=TINY, *flags):
@@ -48,7 +48,7 @@ def _campaign(tmp_path, extra=TINY, *flags):
   args = [
     sys.executable,
     "-m",
-    "jaxvision.campaign",
+    "jaxvision.tools.campaign",
     f"--campaign={path}",
     f"--root={tmp_path / 'runs'}",
     f"--out={tmp_path / 'RESULTS.md'}",
@@ -96,7 +96,7 @@ def test_a_bad_campaign_file_is_one_line(tmp_path):
   with pytest.raises(campaign.CampaignError, match="list of Sweep"):
     campaign.load(str(path))
   done = subprocess.run(
-    [sys.executable, "-m", "jaxvision.campaign", f"--campaign={tmp_path / 'none.py'}"],
+    [sys.executable, "-m", "jaxvision.tools.campaign", f"--campaign={tmp_path / 'none.py'}"],
     cwd=REPO,
     capture_output=True,
     text=True,

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxvision import evaluate, runs
+from jaxvision import runs
+from jaxvision.tools import evaluate
 from jaxvision.train import trainer
 from tests.test_inpaint import tiny_digits_gan_config
 from tests.train.test_classifier import small_digits_config
@@ -20,7 +21,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def _cli(*args):
   return subprocess.run(
-    [sys.executable, "-m", "jaxvision.evaluate", *args],
+    [sys.executable, "-m", "jaxvision.tools.evaluate", *args],
     cwd=REPO,
     capture_output=True,
     text=True,

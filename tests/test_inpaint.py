@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxvision import checkpoint, config_lib, inpaint
+from jaxvision import checkpoint, config_lib
 from jaxvision import data as data_lib
 from jaxvision.tasks import gan
 from jaxvision.tasks.base import DataInfo
+from jaxvision.tools import inpaint
 from tests.conftest import REPO
 
 Z_DIM, SHAPE = 8, (8, 8, 1)
@@ -80,7 +81,7 @@ def test_prior_pulls_latents_towards_zero():
 
 def run_cli(*args):
   return subprocess.run(
-    [sys.executable, "-m", "jaxvision.inpaint", *args],
+    [sys.executable, "-m", "jaxvision.tools.inpaint", *args],
     cwd=REPO,
     capture_output=True,
     text=True,

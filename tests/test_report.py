@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jaxvision import report
+from jaxvision.tools import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = [
@@ -221,7 +221,7 @@ def test_cli_writes_report_plots_and_hparams(tmp_path):
   out = tmp_path / "docs" / "RESULTS.md"
   out.parent.mkdir()
   plots = tmp_path / "docs" / "plots"
-  command = [sys.executable, "-m", "jaxvision.report", f"--out={out}", f"--plots={plots}"]
+  command = [sys.executable, "-m", "jaxvision.tools.report", f"--out={out}", f"--plots={plots}"]
   done = subprocess.run(
     [*command, "--tb_hparams", "--title=Toy", str(root)],
     cwd=REPO,

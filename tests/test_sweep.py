@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from jaxvision import sweep
+from jaxvision.tools import sweep
 
 try:  # the fixture starts a real one-node SLURM cluster (and skips where it cannot)
   from tests.cluster import slurm_cluster  # noqa: F401
@@ -172,7 +172,7 @@ def _env() -> dict:
 
 
 def _sweep_command(root) -> list:
-  return [sys.executable, "-m", "jaxvision.sweep", f"--config={DIGITS}", f"--root={root}"]
+  return [sys.executable, "-m", "jaxvision.tools.sweep", f"--config={DIGITS}", f"--root={root}"]
 
 
 def _finished(root) -> dict:

@@ -61,7 +61,7 @@ def random_affine(
 
   Args:
     key: PRNG key.
-    x: images [B, H, W, C].
+    x: images [B, H, W, C], or [B, H, W] (one channel; e.g. an image read as a sequence of rows).
     rotate: largest rotation in degrees, either way.
     scale: largest relative change of size (0.1: a factor in [0.9, 1.1]).
     shear: largest shear angle in degrees, either way.
@@ -73,8 +73,10 @@ def random_affine(
   """
   if not (rotate or scale or shear):
     return x
+  if x.ndim == 3:
+    return random_affine(key, x[..., None], rotate, scale, shear, axis_name)[..., 0]
   if x.ndim != 4:
-    raise ValueError(f"random_affine: expected images [B, H, W, C], got {x.shape}")
+    raise ValueError(f"random_affine: expected images [B, H, W(, C)], got {x.shape}")
   batch, height, width, channels = x.shape
   limits = jnp.array([rotate * jnp.pi / 180, scale, shear * jnp.pi / 180])
   draws = jax.random.uniform(key, (parallel.global_batch_size(batch, axis_name), 3), minval=-1)

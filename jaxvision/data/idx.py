@@ -19,7 +19,18 @@ from jaxvision.data import base
 
 # Where the offline experiments find MNIST-format IDX files; relative paths are from the repo root.
 MNIST_DIR_ENV = "JAXVISION_MNIST_DIR"
-DEFAULT_MNIST_DIR = "../shared/data/mnist"
+DEFAULT_MNIST_DIR = "../shared/data/mnist"  # relative to the repository root
+
+
+def default_mnist_dir() -> str:
+  """Where the offline MNIST IDX files are: `$JAXVISION_MNIST_DIR`, else `DEFAULT_MNIST_DIR`
+  relative to the repository (not to the current directory), read when called."""
+  if os.environ.get(MNIST_DIR_ENV):
+    return os.environ[MNIST_DIR_ENV]
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  return os.path.normpath(repo / DEFAULT_MNIST_DIR)
+
+
 DEFAULTS = dict(
   name="mnist",  # a label for the result table
   data_dir="",  # the folder of IDX files

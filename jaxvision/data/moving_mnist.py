@@ -35,8 +35,6 @@ Tasks (`task`):
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from jaxvision.data import base, idx
@@ -48,7 +46,7 @@ DIGITS_SOURCES = ("idx", "tfds")
 
 DEFAULTS = dict(
   digits_source="idx",  # idx (IDX files in data_dir) | tfds (TFDS "mnist" prepared in data_dir)
-  data_dir=os.environ.get(idx.MNIST_DIR_ENV, idx.DEFAULT_MNIST_DIR),
+  data_dir="",  # the digits' folder; "": $JAXVISION_MNIST_DIR, else ../shared/data/mnist
   digits_split="t10k",  # IDX prefix ("t10k" | "train"); for tfds "t10k" means TFDS "test"
   eval_digits_from=8000,  # digit images [:N] make train clips, [N:] eval clips (disjoint)
   num_train=10_000,  # clips per epoch (generated, never stored)
@@ -201,9 +199,7 @@ class ClipMaker:
 def read_digits(config) -> np.ndarray:
   """The digit images [N, 28, 28] uint8 of `config.digits_split` from `config.digits_source`."""
   if config.digits_source == "idx":
-    if not config.data_dir:
-      raise FileNotFoundError("data.data_dir is empty; name the folder of MNIST IDX files")
-    images, _ = idx.read_split(config.data_dir, config.digits_split)
+    images, _ = idx.read_split(config.data_dir or idx.default_mnist_dir(), config.digits_split)
   elif config.digits_source == "tfds":
     from jaxvision.data import tfds  # imported here: tensorflow_datasets is slow to import
 

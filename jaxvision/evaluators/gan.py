@@ -31,10 +31,11 @@ class Evaluator:
     pred: str = "generate",
     classifier_workdir: str = "",
     num_samples: int = 10_000,
-    batch_size: int = 500,
+    batch_size: int = 0,
     grid_size: int = 64,
   ):
     strategy = context.strategy
+    batch_size = batch_size or context.batch_size
     strategy.check_batch_size(batch_size, f"evaluators.{name}.batch_size")
     strategy.check_batch_size(grid_size, f"evaluators.{name}.grid_size")
     if num_samples <= 0:

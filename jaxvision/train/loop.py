@@ -30,8 +30,8 @@ from typing import Any
 
 import jax
 
-from jaxvision import metrics
 from jaxvision import workdir as workdir_lib
+from jaxvision import writers
 from jaxvision.evaluators import common as evaluators_lib
 from jaxvision.train.preemption import Signals, any_process
 from jaxvision.train.run import Options, Run, truncate_log, write_results
@@ -100,7 +100,7 @@ def train(
     print(f"Already finished at step {step}; results in {run.workdir}/results.json", flush=True)
     return Outcome("finished", step, done.get("final", {}))
   truncate_log(log_path, step)
-  writer = metrics.create_writer(run.workdir, total)
+  writer = writers.create_writer(run.workdir, total)
   signals = Signals()
   window = Window(step + 1, strategy.fetch, run.saved_window)
   intervals = (config.log_every_steps, config.eval_every_steps, config.checkpoint.every_steps)
@@ -117,7 +117,7 @@ def train(
       step += k
       stopping = any_process(signals.stop) and step < total
       if step % config.log_every_steps == 0 or step == total:
-        writer.write(step, window.summary())
+        writer.write(step, window.summary(), window=True)
         window = Window(step + 1, strategy.fetch)
       if step % config.eval_every_steps == 0 and step != total:
         writer.write(step, evaluators_lib.run_all(evaluators, state, step))

@@ -1,9 +1,13 @@
 """Moving MNIST generated from the real MNIST test digits: determinism, splits, motion, labels."""
 
+import pathlib
+
 import ml_collections
 import numpy as np
 import pytest
 
+from jaxvision import data as data_lib
+from jaxvision.data import idx
 from jaxvision.data import moving_mnist as mm
 
 
@@ -14,6 +18,19 @@ def _config(mnist_path, **changes) -> ml_collections.ConfigDict:
 @pytest.fixture
 def digits(mnist_path):
   return mm.read_digits(_config(mnist_path))
+
+
+def test_the_default_data_dir_is_read_when_used_and_relative_to_the_repository(
+  monkeypatch, tmp_path
+):
+  # Not when the module was imported, and not relative to the current directory.
+  assert data_lib.data_config("moving_mnist").data_dir == ""  # resolved when the data loads
+  monkeypatch.setenv(idx.MNIST_DIR_ENV, "/elsewhere/mnist")
+  assert idx.default_mnist_dir() == "/elsewhere/mnist"
+  monkeypatch.delenv(idx.MNIST_DIR_ENV)
+  monkeypatch.chdir(tmp_path)
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  assert idx.default_mnist_dir() == str((repo / ".." / "shared" / "data" / "mnist").resolve())
 
 
 def test_bounce_stays_inside_and_reflects():

@@ -111,7 +111,7 @@ def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
     [
       sys.executable,
       "-m",
-      "jaxvision.sample",
+      "jaxvision.tools.sample",
       f"--workdir={tmp_path / 'straight'}",
       "--num=16",
       f"--out={tmp_path / 'grid.png'}",
@@ -128,7 +128,7 @@ def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
     [
       sys.executable,
       "-m",
-      "jaxvision.sample",
+      "jaxvision.tools.sample",
       f"--workdir={tmp_path / 'straight'}",
       "--num=4",
       "--interpolate",

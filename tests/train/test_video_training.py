@@ -196,7 +196,7 @@ def test_sample_cli_writes_a_rollout_gif_and_strip(straight_run, tmp_path):
       [
         sys.executable,
         "-m",
-        "jaxvision.sample",
+        "jaxvision.tools.sample",
         f"--workdir={workdir}",
         "--clips=2",
         "--scale=1",

@@ -1,9 +1,9 @@
 """Re-runs a run's evaluators on its saved checkpoint (big_vision's `tools/eval_only.py`).
 
-  python -m jaxvision.evaluate --workdir=runs/mnist_cnn_idx
-  python -m jaxvision.evaluate --workdir=runs/mnist_dcgan_idx \\
+  python -m jaxvision.tools.evaluate --workdir=runs/mnist_cnn_idx
+  python -m jaxvision.tools.evaluate --workdir=runs/mnist_dcgan_idx \\
       --config.evaluators.eval.num_samples=1000
-  python -m jaxvision.evaluate --workdir=runs/x --config.data.data_dir=/data/mnist
+  python -m jaxvision.tools.evaluate --workdir=runs/x --config.data.data_dir=/data/mnist
 
 Any run of any family, finished or interrupted, is rebuilt by `jaxvision.runs.load_run` from its
 newest readable checkpoint; its evaluators (as its config declares them, with the eval key the
@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
     return 0
   try:
     workdir, overrides = parse_args(argv)
-    command = shlex.join(["python", "-m", "jaxvision.evaluate", *argv[1:]])
+    command = shlex.join(["python", "-m", "jaxvision.tools.evaluate", *argv[1:]])
     record = evaluate(workdir, overrides, command)
   except UsageError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Samples from a trained run's latest checkpoint: GAN grids and latent walks, video rollouts.
 
-  python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --num=64 --out=grid.png
-  python -m jaxvision.sample --workdir=runs/mnist_dcgan_idx --interpolate --out=walk.gif
-  python -m jaxvision.sample --workdir=runs/mmnist_convlstm --clips=4 --out=rollout.gif
+  python -m jaxvision.tools.sample --workdir=runs/mnist_dcgan_idx --num=64 --out=grid.png
+  python -m jaxvision.tools.sample --workdir=runs/mnist_dcgan_idx --interpolate --out=walk.gif
+  python -m jaxvision.tools.sample --workdir=runs/mmnist_convlstm --clips=4 --out=rollout.gif
 
 A GAN run uses the generator's EMA weights when the run kept an EMA (`--noema` for the raw
 weights); a class-conditional GAN draws the class `--label=K` ("a 7": `--label=7`), or every class
@@ -21,23 +21,29 @@ from absl import app, flags, logging
 from jaxvision import images, runs, video_images
 from jaxvision.workdir import load_config
 
-flags.DEFINE_string("workdir", None, "A GAN or video prediction run's workdir.")
-flags.DEFINE_string(
-  "out", None, "Output file: .png for a grid, .gif with --interpolate; a video run: .gif or .png."
-)
-flags.DEFINE_integer("num", 64, "Images in the grid (or walks side by side with --interpolate).")
-flags.DEFINE_integer("seed", 0, "Seed of the latents.")
-flags.DEFINE_bool("ema", True, "Sample from the EMA weights when the run has them.")
-flags.DEFINE_bool("interpolate", False, "Write an animation of latent walks instead of a grid.")
-flags.DEFINE_integer("points", 6, "With --interpolate: latents each walk passes through (a loop).")
-flags.DEFINE_integer("frames_between", 12, "With --interpolate: frames between two latents.")
-flags.DEFINE_integer("scale", 2, "Pixel upscaling of the output.")
-flags.DEFINE_integer(
-  "label", -1, "A class-conditional GAN: the class to draw (-1: every class in turn)."
-)
-flags.DEFINE_integer("clips", 4, "A video run: eval clips to roll out (the first ones).")
-flags.mark_flags_as_required(["workdir", "out"])
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Flags are defined only when this runs as a program: importing it defines nothing."""
+  flags.DEFINE_string("workdir", None, "A GAN or video prediction run's workdir.")
+  flags.DEFINE_string(
+    "out", None, "Output file: .png for a grid, .gif with --interpolate; a video run: .gif or .png."
+  )
+  flags.DEFINE_integer("num", 64, "Images in the grid (or walks side by side with --interpolate).")
+  flags.DEFINE_integer("seed", 0, "Seed of the latents.")
+  flags.DEFINE_bool("ema", True, "Sample from the EMA weights when the run has them.")
+  flags.DEFINE_bool("interpolate", False, "Write an animation of latent walks instead of a grid.")
+  flags.DEFINE_integer(
+    "points", 6, "With --interpolate: latents each walk passes through (a loop)."
+  )
+  flags.DEFINE_integer("frames_between", 12, "With --interpolate: frames between two latents.")
+  flags.DEFINE_integer("scale", 2, "Pixel upscaling of the output.")
+  flags.DEFINE_integer(
+    "label", -1, "A class-conditional GAN: the class to draw (-1: every class in turn)."
+  )
+  flags.DEFINE_integer("clips", 4, "A video run: eval clips to roll out (the first ones).")
+  flags.mark_flags_as_required(["workdir", "out"])
 
 
 def slerp(a: jnp.ndarray, b: jnp.ndarray, t: float) -> jnp.ndarray:
@@ -133,4 +139,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

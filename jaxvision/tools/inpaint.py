@@ -1,6 +1,6 @@
 """GAN inpainting: fill a hole in an image with the generator's best match to the visible pixels.
 
-  python -m jaxvision.inpaint --workdir=runs/mnist_dcgan_idx --mask=center --num=512 \
+  python -m jaxvision.tools.inpaint --workdir=runs/mnist_dcgan_idx --mask=center --num=512 \
     --steps=300 --lr=0.05 --out=inpaint.png [--classifier_workdir=runs/mnist_cnn_idx]
 
 For each masked eval image a latent z is optimised (Adam, all images at once, the whole
@@ -283,7 +283,7 @@ def run(
   return results
 
 
-def define_flags():
+def _define_flags():
   """The command line's flags (defined only when run as a program, not on import)."""
   flags.DEFINE_string("workdir", None, "A GAN run's workdir.")
   flags.DEFINE_enum("mask", "center", MASKS, "The hole: centre square, left half, random pixels.")
@@ -342,6 +342,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
+  _define_flags()
   flags.mark_flags_as_required(["workdir", "out"])
   app.run(main)

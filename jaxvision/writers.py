@@ -1,4 +1,4 @@
-"""Metric accumulation and writers: a progress line on stdout, `metrics.jsonl`, TensorBoard.
+"""Metric writers: a progress line on stdout, `metrics.jsonl`, TensorBoard.
 
 Step functions return dicts of scalars that stay on device; the training loop
 (`jaxvision.train.loop`) fetches a whole logging window in one transfer and writes its means here.
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 
 import jax
+
+from jaxvision import workdir as workdir_lib
 
 
 class JsonlWriter:
@@ -22,7 +23,7 @@ class JsonlWriter:
   def __init__(self, path: str):
     self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
-  def write(self, step: int, scalars: dict) -> None:
+  def write(self, step: int, scalars: dict, *, window: bool = False) -> None:
     self._file.write(json.dumps({"step": step, **scalars}) + "\n")
     self._file.flush()
 
@@ -38,7 +39,7 @@ class TensorBoardWriter:
 
     self._writer = SummaryWriter(logdir)
 
-  def write(self, step: int, scalars: dict) -> None:
+  def write(self, step: int, scalars: dict, *, window: bool = False) -> None:
     for name, value in scalars.items():
       self._writer.add_scalar(name, value, step)
     self._writer.flush()
@@ -63,10 +64,10 @@ class ProgressWriter:
     self._stream = stream or sys.stdout
     self._last = None  # (step, time) at the previous train write
 
-  def write(self, step: int, scalars: dict) -> None:
+  def write(self, step: int, scalars: dict, *, window: bool = False) -> None:
     now = time.perf_counter()
     line = f"step {step}/{self._total}"
-    if not all(k.startswith("eval_") for k in scalars):  # a training window
+    if window:  # a training window: its rate and the time left
       if self._last is not None and step > self._last[0]:
         rate = (step - self._last[0]) / (now - self._last[1])
         line += f" | {rate:.1f} steps/s | ETA {_duration((self._total - step) / rate)}"
@@ -84,11 +85,11 @@ class MultiWriter:
   def __init__(self, writers):
     self._writers = list(writers)
 
-  def write(self, step: int, scalars: dict) -> None:
+  def write(self, step: int, scalars: dict, *, window: bool = False) -> None:
     if not scalars:
       return
     for w in self._writers:
-      w.write(step, scalars)
+      w.write(step, scalars, window=window)
 
   def close(self) -> None:
     for w in self._writers:
@@ -103,7 +104,7 @@ def create_writer(workdir: str, total_steps: int) -> MultiWriter:
   return MultiWriter(
     [
       ProgressWriter(total_steps),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-      TensorBoardWriter(os.path.join(workdir, "tb")),
+      JsonlWriter(workdir_lib.metrics_path(workdir)),
+      TensorBoardWriter(workdir_lib.tensorboard_dir(workdir)),
     ]
   )

@@ -1,13 +1,13 @@
 """A results campaign: the sweeps behind a results file, run in order, then the report.
 
-  python -m jaxvision.campaign --campaign=experiments/campaign.py        # runs, then writes
-  python -m jaxvision.campaign --campaign=experiments/campaign.py --report_only
-  python -m jaxvision.campaign --campaign=experiments/campaign.py --only=mnist_cnn,seed_lstm
+  python -m jaxvision.tools.campaign --campaign=experiments/campaign.py        # runs, then writes
+  python -m jaxvision.tools.campaign --campaign=experiments/campaign.py --report_only
+  python -m jaxvision.tools.campaign --campaign=experiments/campaign.py --only=mnist_cnn,seed_lstm
 
 A campaign file defines `get_campaign()`, a list of `Sweep`s, and may set `TITLE`, `OUT` (the
 Markdown file, relative to the repository root, e.g. `experiments/RESULTS.md`), `PLOTS` (a folder
 for learning-curve PNGs) and `NOTES` (lines printed under the tables). Each sweep is
-`python -m jaxvision.sweep --config=CONFIG --axis=...` with its points in
+`python -m jaxvision.tools.sweep --config=CONFIG --axis=...` with its points in
 `<root>/<experiment>[_<ARG>]/<point>`, so the same points are shared with sweeps run by hand.
 
 Rerunning the command finishes only what is missing: finished points are skipped, interrupted
@@ -52,7 +52,7 @@ class Sweep:
 
 
 def _values(values) -> str:
-  from jaxvision import sweep
+  from jaxvision.tools import sweep
 
   return ",".join(sweep.format_value(v) for v in values)
 
@@ -78,8 +78,8 @@ def load(path: str):
 
 
 def plan(sweeps, root: str) -> list[dict]:
-  """Each sweep's plan (`jaxvision.sweep.plan`); raises CampaignError on a bad sweep."""
-  from jaxvision import sweep as sweep_lib
+  """Each sweep's plan (`jaxvision.tools.sweep.plan`); raises CampaignError on a bad sweep."""
+  from jaxvision.tools import sweep as sweep_lib
 
   plans = []
   for s in sweeps:
@@ -95,7 +95,7 @@ def run(sweeps, plans, only=()) -> int:
   """Runs every plan's unfinished points in order (one at a time); returns the exit status.
 
   `only`: run just the sweeps whose name contains one of these strings (all when empty)."""
-  from jaxvision import sweep as sweep_lib
+  from jaxvision.tools import sweep as sweep_lib
 
   status = 0
   for s, p in zip(sweeps, plans, strict=True):
@@ -111,8 +111,8 @@ def run(sweeps, plans, only=()) -> int:
 
 def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> str:
   """Writes the report of every finished, current point to `out`; returns its text."""
-  from jaxvision import report as report_lib
-  from jaxvision import sweep as sweep_lib
+  from jaxvision.tools import report as report_lib
+  from jaxvision.tools import sweep as sweep_lib
 
   runs, notes = [], []
   for p in plans:
@@ -186,7 +186,7 @@ def main(argv: list[str]) -> int:
     return 2
   status = 0 if f.report_only else run(sweeps, plans, f.only)
   command = shlex.join(
-    ["python", "-m", "jaxvision.campaign", f"--campaign={f.campaign}"]
+    ["python", "-m", "jaxvision.tools.campaign", f"--campaign={f.campaign}"]
     + ([f"--root={f.root}"] if f.root != "runs" else [])
   )
   report(module, sweeps, plans, out, plots, command)
@@ -195,8 +195,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  # Through the importable module: campaign files build `jaxvision.campaign.Sweep`s, which are
+  # Through the importable module: campaign files build `jaxvision.tools.campaign.Sweep`s, which are
   # not this `__main__` module's class.
-  from jaxvision import campaign
+  from jaxvision.tools import campaign
 
   sys.exit(campaign.main(sys.argv))

@@ -1,7 +1,7 @@
-"""Result tables from runs and sweeps: `python -m jaxvision.report --out FILE PATH...`.
+"""Result tables from runs and sweeps: `python -m jaxvision.tools.report --out FILE PATH...`.
 
 Each PATH is a run's workdir (holding its `results.json`) or a sweep's folder (`runs/<experiment>`,
-written by `python -m jaxvision.sweep`), which stands for every point workdir in it that has
+written by `python -m jaxvision.tools.sweep`), which stands for every point workdir in it that has
 finished. Runs that differ only in the replicate axes (`--over`, default `seed,data.fold`) are one
 point: its row shows, for every metric the runs declare (results.json's `metrics`: name, label,
 format percent|float|int, better higher|lower|null), the mean +- sample standard deviation
@@ -10,9 +10,9 @@ declared metric with a `better` is in bold. Each row names the experiment, the m
 and devices, jax version and commit(s); an example command per point (with the replicate values
 it ran over) follows each table. The whole file is regenerated: edit the runs, not the table.
 
-  python -m jaxvision.report runs/digits_cnn                      # a sweep, to stdout
-  python -m jaxvision.report --out RESULTS.md --plots=plots runs/digits_cnn runs/mnist1d_cnn
-  python -m jaxvision.report --tb_hparams runs/digits_cnn         # + TensorBoard HParams
+  python -m jaxvision.tools.report runs/digits_cnn                      # a sweep, to stdout
+  python -m jaxvision.tools.report --out RESULTS.md --plots=plots runs/digits_cnn runs/mnist1d_cnn
+  python -m jaxvision.tools.report --tb_hparams runs/digits_cnn         # + TensorBoard HParams
 
 `--plots=DIR` draws each metric's learning curve from the runs' `metrics.jsonl` (DIR/<metric>.png,
 one line per point, a band of +- one std over its replicates) and links the images. A
@@ -680,7 +680,7 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError("name at least one run workdir or sweep folder")
-  command = shlex.join(["python", "-m", "jaxvision.report", *sys.argv[1:]])
+  command = shlex.join(["python", "-m", "jaxvision.tools.report", *sys.argv[1:]])
   try:
     runs, notes = load_runs(paths)
   except FileNotFoundError as e:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import sys
+import importlib
 import time
 from collections.abc import Callable
 
@@ -47,8 +46,7 @@ def resolved(model_config) -> ml_collections.ConfigDict:
 
 def _experiment(name: str, arg: str | None = None):
   """`experiments/<name>.py`'s config (the benchmark runs from the repository root)."""
-  sys.path.insert(0, os.getcwd())
-  module = __import__(f"experiments.{name}", fromlist=["get_config"])
+  module = importlib.import_module(f"experiments.{name}")
   return module.get_config(arg) if arg else module.get_config()
 
 

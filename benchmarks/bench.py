@@ -1,6 +1,6 @@
 """Side-by-side speed benchmark: jaxvision's real train steps against plain PyTorch references.
 
-  python -m jaxvision.bench --out=benchmarks/RESULTS.md   # needs the `bench` extra (torch)
+  python -m benchmarks.bench --out=benchmarks/RESULTS.md   # needs the `bench` extra (torch)
 
 For each model (CNN A, the seeds' 3 x LSTM(64), the DCGAN D+G step, the MNIST-1D CNN) it builds
 jaxvision's model and train step exactly as the trainers do (same compiler options), and the same
@@ -27,16 +27,20 @@ import time
 
 from absl import app, flags, logging
 
-from jaxvision import bench_models
+from benchmarks import bench_models
 
-flags.DEFINE_list("models", list(bench_models.CASES), "Which models to time.")
-flags.DEFINE_integer("windows", 7, "Timed windows per framework and model (median reported).")
-flags.DEFINE_float("window_seconds", 1.0, "Approximate length of one timed window.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the MNIST-1D time-to-accuracy runs.")
-flags.DEFINE_bool("memory", True, "Measure peak memory in separate processes.")
-flags.DEFINE_string("out", None, "Markdown file whose section for this device to (re)write.")
-flags.DEFINE_string("_memory_probe", None, "Internal: MODEL:FRAMEWORK to probe for peak memory.")
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Flags are defined only when this runs as a program: importing it defines nothing."""
+  flags.DEFINE_list("models", list(bench_models.CASES), "Which models to time.")
+  flags.DEFINE_integer("windows", 7, "Timed windows per framework and model (median reported).")
+  flags.DEFINE_float("window_seconds", 1.0, "Approximate length of one timed window.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the MNIST-1D time-to-accuracy runs.")
+  flags.DEFINE_bool("memory", True, "Measure peak memory in separate processes.")
+  flags.DEFINE_string("out", None, "Markdown file whose section for this device to (re)write.")
+  flags.DEFINE_string("_memory_probe", None, "Internal: MODEL:FRAMEWORK to probe for peak memory.")
 
 
 def device_description() -> str:
@@ -86,7 +90,7 @@ def speed(name: str, windows: int, window_seconds: float) -> dict:
 def probe_memory(name: str, framework: str) -> float | None:
   """Peak memory in MiB of a fresh process that builds and runs one framework's step."""
   out = subprocess.run(
-    [sys.executable, "-m", "jaxvision.bench", f"--_memory_probe={name}:{framework}"],
+    [sys.executable, "-m", "benchmarks.bench", f"--_memory_probe={name}:{framework}"],
     capture_output=True,
     text=True,
     timeout=600,
@@ -118,8 +122,7 @@ def peak_rss_mib() -> float:
 
 def mnist1d_time_to_accuracy(seeds) -> list[dict]:
   """Trains experiments/mnist1d_cnn.py:fast with the real trainer; accuracy and wall time."""
-  sys.path.insert(0, os.getcwd())
-  from experiments import mnist1d_cnn
+  from experiments import mnist1d_cnn  # run from the repository root (`-m`)
   from jaxvision.data import load_dataset
   from jaxvision.train import trainer
 
@@ -154,7 +157,7 @@ def render(speeds: list[dict], memory: dict, mnist1d: list[dict], header: str) -
   lines = [
     f"## {header}",
     "",
-    f"`{' '.join(['python -m jaxvision.bench', *sys.argv[1:]])}` on {time.strftime('%Y-%m-%d')}"
+    f"`{' '.join(['python -m benchmarks.bench', *sys.argv[1:]])}` on {time.strftime('%Y-%m-%d')}"
     f"; jax {jax.__version__}, torch {bench_models.torch_version()}, float32, Adam.",
     "",
     "| model | batch | jaxvision steps/s | PyTorch eager steps/s | jaxvision / PyTorch |"
@@ -231,4 +234,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
