@@ -24,27 +24,34 @@ NOTES = [
   "Moving-MNIST classification >= the single-frame control + 50 points; Moving-MNIST prediction "
   "MSE <= 0.5x copy-last with SSIM above copy-last's. A target not met shows its number.",
   f"Published numbers: {MNIST1D_PAPER}, its Table 1 (human 96%).",
+  "Wall times come from a shared 2-core machine that also ran other work (load average up to "
+  "~9 during some runs): compare them only roughly; benchmarks/RESULTS.md has quiet timings.",
 ]
 
 
 def get_campaign():
   seeds2 = {"seed": [0, 1]}
+  mnist1d = "MNIST-1D (generated; the paper's Table 1 beside ours)"
+  offline = "Offline MNIST, 5-fold cross-validation"
+  seed_task = "The seeds' 3 x LSTM(64) on the marked-sum task, and its shuffled-label control"
+  motion = "Moving-MNIST motion classification, and the single-frame control"
   return [
     # MNIST-1D, generated: the paper's table (>= 3 seeds each).
-    Sweep("experiments/mnist1d_baselines.py:logistic", published="32%"),
-    Sweep("experiments/mnist1d_baselines.py:mlp", published="68%"),
-    Sweep("experiments/mnist1d_cnn.py", published="94%"),
-    Sweep("experiments/mnist1d_rnn.py:gru", published="91%"),
-    Sweep("experiments/mnist1d_rnn.py:lstm"),
+    Sweep("experiments/mnist1d_baselines.py:logistic", published="32%", table=mnist1d),
+    Sweep("experiments/mnist1d_baselines.py:mlp", published="68%", table=mnist1d),
+    Sweep("experiments/mnist1d_cnn.py", published="94%", table=mnist1d),
+    Sweep("experiments/mnist1d_rnn.py:gru", published="91%", table=mnist1d),
+    Sweep("experiments/mnist1d_rnn.py:lstm", table=mnist1d),
     # Offline MNIST, 5-fold cross-validation.
-    Sweep("experiments/mnist_cnn.py:idx"),
-    Sweep("experiments/mnist_cnn.py:idx", axes={"model.name": ["cnn_b"]}),
-    Sweep("experiments/seqmnist_lstm.py:idx"),
+    Sweep("experiments/mnist_cnn.py:idx", table=offline),
+    Sweep("experiments/mnist_cnn.py:idx", axes={"model.name": ["cnn_b"]}, table=offline),
+    Sweep("experiments/seqmnist_lstm.py:idx", table=offline),
+    # Moving-MNIST: motion classification and its control.
+    Sweep("experiments/moving_mnist_classify.py:clips", axes=seeds2, table=motion),
+    Sweep("experiments/moving_mnist_classify.py:single_frame", axes=seeds2, table=motion),
     # The seeds' 3 x LSTM(64) task and its shuffled-label control.
-    Sweep("experiments/seed_lstm.py:task"),
-    Sweep("experiments/seed_lstm.py:control"),
-    # Moving-MNIST: motion classification and its control, then frame prediction.
-    Sweep("experiments/moving_mnist_classify.py:clips", axes=seeds2),
-    Sweep("experiments/moving_mnist_classify.py:single_frame", axes=seeds2),
+    Sweep("experiments/seed_lstm.py:task", table=seed_task),
+    Sweep("experiments/seed_lstm.py:control", table=seed_task),
+    # Moving-MNIST frame prediction against copy-last.
     Sweep("experiments/moving_mnist_convlstm.py"),
   ]

@@ -38,12 +38,15 @@ class Sweep:
     axes: dotted config key -> values, crossed with the experiment's own sweep.
     extra: arguments for every point (`--config.k=v`).
     published: a published number for this experiment (shown beside ours), e.g. "94% (paper)".
+    table: the name of the table its rows go in (sweeps may share one); default: its config
+      file's own table.
   """
 
   config: str
   axes: dict = dataclasses.field(default_factory=dict)
   extra: tuple = ()
   published: str = ""
+  table: str = ""
 
   @property
   def name(self) -> str:
@@ -129,12 +132,14 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
       )
   notes += list(getattr(module, "NOTES", ()))
   references = {s.config: s.published for s in sweeps if s.published}
+  names = {s.config: s.table for s in sweeps if s.table}
   table_plots = None
   if plots and runs:
-    table_plots = report_lib.plot_tables(runs, plots, os.path.dirname(os.path.abspath(out)))
+    base = os.path.dirname(os.path.abspath(out))
+    table_plots = report_lib.plot_tables(runs, plots, base, table_names=names)
   title = getattr(module, "TITLE", "Results")
   text = report_lib.render(
-    runs, title, command, notes, references=references, table_plots=table_plots
+    runs, title, command, notes, references=references, table_plots=table_plots, table_names=names
   )
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w", encoding="utf-8") as f:

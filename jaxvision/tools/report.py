@@ -386,6 +386,7 @@ def render(
   plots: dict | None = None,
   references: dict | None = None,
   table_plots: dict | None = None,
+  table_names: dict | None = None,
 ) -> str:
   """The Markdown report: one table per config file and metric set, one row per point.
 
@@ -398,8 +399,11 @@ def render(
     plots: metric name -> image path (as the Markdown should link it), from `plot_curves`.
     references: experiment (`experiments/X.py[:ARG]`) -> a published number, shown in a
       "published" column of the tables that have one.
-    table_plots: config file -> {metric name: image path}, linked under that file's table
+    table_plots: table name -> {metric name: image path}, linked under that table
       (`plot_tables`).
+    table_names: experiment (`experiments/X.py[:ARG]`) -> the name of the table its rows go in,
+      so that several experiments share one table (e.g. a paper's); by default each config
+      file has its own, named by the file.
 
   Returns:
     The Markdown text.
@@ -415,10 +419,10 @@ def render(
   ]
   tables: dict = {}
   for group in groups:
-    key = (group.config_file, tuple(s["name"] for s in group.metrics))
+    key = (table_name(group, table_names), tuple(s["name"] for s in group.metrics))
     tables.setdefault(key, []).append(group)
   row = 0
-  for (config_file, _), table in tables.items():
+  for (name, _), table in tables.items():
     commands = []
     specs = table[0].metrics
     best, best_spec = best_group(table)
@@ -426,7 +430,7 @@ def render(
     show_published = any(published)
     lines += [
       "",
-      f"## `{config_file}`",
+      f"## {name}",
       "",
       "| # | point | n | "
       + " | ".join(s["label"] for s in specs)
@@ -466,8 +470,8 @@ def render(
         f" {table[best].label}.",
       ]
     lines += ["", "Commands (one example per point):", "", *commands]
-    for name, path in ((table_plots or {}).get(config_file) or {}).items():
-      lines += ["", f"![{config_file}: {name}]({path})"]
+    for metric, path in ((table_plots or {}).get(name) or {}).items():
+      lines += ["", f"![{name}: {metric}]({path})"]
   caveats = sorted({r.get("metrics_caveat", "") for r in runs} - {""})
   lines += ["", *[f"Metrics: {c}." for c in caveats]] if caveats else []
   features = [(g.label, g.runs[0]["classifier"]) for g in groups if g.runs[0].get("classifier")]
@@ -592,26 +596,37 @@ def plot_curves(
   return paths
 
 
-def plot_tables(runs: list[dict], out_dir: str, base: str, over=DEFAULT_OVER) -> dict:
-  """Learning curves per config file of its first declared metric (and the `train_` one):
-  `out_dir/<experiment>/<metric>.png`, one line per point.
+def table_name(group: Group, table_names: dict | None = None) -> str:
+  """The table a point's row goes in: its experiment's entry of `table_names`, else its config
+  file (in backquotes)."""
+  return (table_names or {}).get(experiment_of(group.runs[0])) or f"`{group.config_file}`"
+
+
+def plot_tables(
+  runs: list[dict], out_dir: str, base: str, over=DEFAULT_OVER, table_names: dict | None = None
+) -> dict:
+  """Learning curves per table of its first declared metric (and the `train_` one):
+  `out_dir/<table>/<metric>.png`, one line per point.
 
   Args:
     runs: run records (`load_runs`).
     out_dir: the folder of the images (created).
     base: the folder the report is written to (image paths are made relative to it).
     over: the replicate axes.
+    table_names: as for `render`.
 
   Returns:
-    config file -> {metric name: image path relative to `base`}.
+    table name -> {metric name: image path relative to `base`}.
   """
   groups = group_runs(runs, over)
   out = {}
-  for config_file in dict.fromkeys(g.config_file for g in groups):
-    name = os.path.splitext(os.path.basename(config_file))[0]
-    table = [g for g in groups if g.config_file == config_file]
-    images = plot_curves(table, f"{out_dir}/{name}", max_metrics=1)
-    out[config_file] = {
+  for name in dict.fromkeys(table_name(g, table_names) for g in groups):
+    table = [g for g in groups if table_name(g, table_names) == name]
+    # "`experiments/mnist_cnn.py`" -> mnist_cnn; "MNIST-1D (the paper's)" -> mnist_1d
+    short = os.path.basename(name.strip("`")).split("(")[0].split(",")[0].replace(".py", "")
+    folder = re.sub(r"[^A-Za-z0-9]+", "_", short).strip("_").lower()
+    images = plot_curves(table, f"{out_dir}/{folder}", max_metrics=1)
+    out[name] = {
       k: os.path.relpath(os.path.abspath(v), os.path.abspath(base)) for k, v in images.items()
     }
   return out
