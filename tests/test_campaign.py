@@ -128,9 +128,9 @@ def test_the_campaign_runs_resumes_and_refuses_a_changed_recipe(tmp_path):
   assert (
     f"{100 * statistics.fmean(accuracies):.2f} ± {100 * statistics.stdev(accuracies):.2f}%" in row
   )
-  plots = list((tmp_path / "plots" / "mnist_cnn").glob("*.png"))
+  plots = list((tmp_path / "plots" / "mnist_cnn_idx").glob("*.png"))
   assert {p.name for p in plots} == {"eval_accuracy.png", "train_accuracy.png"}
-  assert "plots/mnist_cnn/eval_accuracy.png" in text
+  assert "plots/mnist_cnn_idx/eval_accuracy.png" in text
 
   # Rerun: nothing left to do, the same table.
   again = _campaign(tmp_path)
