@@ -6,6 +6,12 @@
 `:idx` (the default) reads the real MNIST test split from IDX files ($JAXVISION_MNIST_DIR,
 default ../shared/data/mnist), training on t10k[:8000] and evaluating on t10k[8000:]; `:tfds`
 uses the prepared TFDS mnist set (60,000 / 10,000).
+
+One LSTM layer of 128 units read out from its last state, 40 epochs of Adam with warm-up and
+cosine decay. With 8,000 training images it overfits (train accuracy 100% by epoch 20: 96.1-96.9%
+held out on folds 0 and 2), so the images are distorted before they are read as rows (rotation
+up to 10 degrees, scaling up to 10%), with label smoothing 0.1 and dropout 0.2 before the output
+layer: fold 0 went from 96.6% (40 epochs, shifts only) to 97.85% (seed 0).
 """
 
 from jaxvision import config_lib, data, models, optim
@@ -25,9 +31,11 @@ def get_config(source: str = "idx"):
     config.data = config_lib.offline_mnist_data(batch_size=128, layout="sequence")
   else:
     config.data = data.data_config("tfds", name="mnist", layout="sequence")
-  epochs = 20
+  epochs = 40
   config.num_train_steps = epochs * (NUM_TRAIN[source] // config.data.batch_size)
-  config.model = models.model_config("lstm", hidden_size=128)
+  config.model = models.model_config("lstm", hidden_size=128, dropout_rate=0.2)
+  config.augment.update(rotate=10.0, scale=0.1)
+  config.label_smoothing = 0.1
   config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3, grad_clip_norm=1.0)
   config.schedule = optim.schedule_config(
     name="warmup_cosine", warmup_steps=config.num_train_steps // epochs

@@ -76,3 +76,32 @@ def test_random_shift_moves_a_clip_in_space_only():
   np.testing.assert_array_equal(y, expected.reshape(4, 8, 8, 5, 1).transpose(0, 3, 1, 2, 4))
   assert np.all(np.asarray(y).any(axis=(2, 3, 4)))  # no frame was shifted out in time
   assert not np.array_equal(y, clips)  # something moved
+
+
+def test_random_affine_rotates_scales_and_shears_each_image_on_its_own():
+  from jaxvision.data import augment
+
+  x = np.zeros((4, 15, 15, 2), np.float32)
+  x[:, 7, 2:13, :] = 1.0  # a horizontal bar through the centre
+  same = augment.random_affine(jax.random.key(0), jnp.asarray(x))
+  np.testing.assert_array_equal(np.asarray(same), x)  # every range 0: unchanged
+  # At 90 degrees either way the bar stands upright (bilinear, so up to interpolation).
+  upright = np.asarray(augment.random_affine(jax.random.key(1), jnp.asarray(x), rotate=90.0))
+  assert upright.shape == x.shape
+  angles = np.asarray(jax.random.uniform(jax.random.key(1), (4, 3), minval=-1))[:, 0] * 90
+  for image, angle in zip(upright, angles, strict=True):
+    rows, cols = np.nonzero(image[..., 0] > 0.5)
+    tall, wide = np.ptp(rows) + 1, np.ptp(cols) + 1
+    assert (tall > wide) == (abs(angle) > 45), (angle, tall, wide)
+  # Scaling keeps the centre where it is and changes the bar's length by the drawn factor.
+  scaled = np.asarray(augment.random_affine(jax.random.key(2), jnp.asarray(x), scale=0.5))
+  factors = 1 + np.asarray(jax.random.uniform(jax.random.key(2), (4, 3), minval=-1))[:, 1] * 0.5
+  for image, factor in zip(scaled, factors, strict=True):
+    length = np.sum(image[7, :, 0])
+    assert length == pytest.approx(11 * factor, abs=1.5), (length, factor)
+    assert image[7, 7, 0] == pytest.approx(1.0)
+  # One channel without a channel axis (an image read as a sequence of rows) works alike.
+  rows = augment.random_affine(jax.random.key(1), jnp.asarray(x[..., 0]), rotate=90.0)
+  np.testing.assert_allclose(np.asarray(rows), upright[..., 0], atol=1e-6)
+  with pytest.raises(ValueError, match="expected images"):
+    augment.random_affine(jax.random.key(0), jnp.zeros((2, 8)), rotate=5.0)
