@@ -138,6 +138,8 @@ def train(
     writer.write(step, final)
     write_results(run, final, evaluators, results(state))
     return Outcome(status, step, final)
+  except FloatingPointError as e:  # a non-finite metric or state: say what is safe to resume
+    raise FloatingPointError(f"{e}; {run.last_good()} (try a lower learning rate)") from None
   finally:
     signals.restore()
     writer.close()

@@ -97,13 +97,10 @@ class Run:
     """Saves a checkpoint of `state` after checking the losses since the last log and the state
     itself are finite. Batches are a pure function of (seed, step): the data position is the
     step."""
-    host_window = window.fetch()  # raises on a non-finite loss
+    host_window = window.fetch()  # raises on a non-finite metric
     global_state = self.strategy.global_state(state)
     if not bool(self._finite(global_state)):
-      raise FloatingPointError(
-        f"the train state has non-finite values at step {step}; not saved, the last checkpoint "
-        "holds the last good state"
-      )
+      raise FloatingPointError(f"the train state has non-finite values at step {step}")
     meta = {
       **self._meta,
       "step": step,
@@ -119,6 +116,13 @@ class Run:
         f"saving the checkpoint of step {step} failed ({reason}); the newest complete "
         f"checkpoint is step {self.checkpointer.latest_step()}"
       ) from e
+
+  def last_good(self) -> str:
+    """What a stopped run leaves to resume from, for its error message."""
+    latest = self.checkpointer.latest_step()
+    if latest is None:
+      return "no checkpoint was saved before it"
+    return f"nothing after it was saved: the newest checkpoint is step {latest}"
 
   def close(self) -> None:
     self.checkpointer.close()

@@ -22,18 +22,25 @@ class Window:
     self._device.append(step_metrics)
 
   def fetch(self) -> dict[str, list]:
-    """Host values of every metric so far; raises FloatingPointError on a non-finite loss."""
+    """Host values of every metric so far.
+
+    Raises:
+      FloatingPointError: a metric (any: losses, the gradient norm, ...) is not finite, naming
+        the first step and metric that went bad; nothing of this window is kept.
+    """
     if self._device:
       start = self.first_step + len(next(iter(self._host.values()), []))
       host = self._fetch(self._device)
       series = {k: np.concatenate([np.atleast_1d(m[k]) for m in host]) for k in host[0]}
+      bad = [
+        (int(np.flatnonzero(~np.isfinite(v))[0]), key)
+        for key, v in series.items()
+        if not np.isfinite(v).all()
+      ]
+      if bad:
+        index, key = min(bad)
+        raise FloatingPointError(f"non-finite {key} ({series[key][index]}) at step {start + index}")
       for key, values in series.items():
-        bad = np.flatnonzero(~np.isfinite(values))
-        if key.endswith("loss") and bad.size:
-          raise FloatingPointError(
-            f"non-finite {key} ({values[bad[0]]}) at step {start + int(bad[0])}; the last "
-            "checkpoint holds the last good state (try a lower learning rate)"
-          )
         self._host.setdefault(key, []).extend(float(v) for v in values)
       self._device = []
     return self._host

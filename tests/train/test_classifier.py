@@ -244,17 +244,19 @@ def test_train_step_compiles_once():
   assert step._cache_size() == 1
 
 
-def test_non_finite_loss_fails_fast_naming_the_step():
-  def make_window(first_step, values):
+def test_any_non_finite_metric_fails_fast_naming_the_first_step():
+  def make_window(first_step, losses, grad_norms):
     w = window.Window(first_step, jax.device_get)
-    for v in values:
-      w.append({"train_loss": jnp.float32(v), "grad_norm": jnp.float32(np.inf)})
+    for loss, norm in zip(losses, grad_norms, strict=True):
+      w.append({"train_loss": jnp.float32(loss), "grad_norm": jnp.float32(norm)})
     return w
 
   with pytest.raises(FloatingPointError, match="non-finite train_loss .* at step 12"):
-    make_window(10, (1.0, 0.5, np.nan, 0.2)).fetch()
-  # only losses are checked (an infinite grad norm is logged, not fatal)
-  assert make_window(1, (1.0, 0.5)).summary() == {"train_loss": 0.75, "grad_norm": np.inf}
+    make_window(10, (1.0, 0.5, np.nan, 0.2), (1.0, 1.0, 1.0, 1.0)).fetch()
+  # every metric is checked: a gradient norm that overflows before the loss does names its step
+  with pytest.raises(FloatingPointError, match=r"non-finite grad_norm \(inf\) at step 11"):
+    make_window(10, (1.0, 0.5, np.nan, 0.2), (1.0, np.inf, 1.0, 1.0)).fetch()
+  assert make_window(1, (1.0, 0.5), (2.0, 4.0)).summary() == {"train_loss": 0.75, "grad_norm": 3.0}
   # scanned calls append [K] arrays; the step is still the one that went bad
   scanned = window.Window(1, jax.device_get)
   scanned.append({"train_loss": jnp.array([1.0, 2.0, 3.0])})
