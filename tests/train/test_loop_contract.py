@@ -1,5 +1,11 @@
 """Every trainer through the shared loop's contract: halt after 0 and after N steps, SIGTERM and
-Ctrl-C, an exception inside the step (run closed, handlers restored), a NaN in any loss."""
+Ctrl-C, an exception inside the step (run closed, handlers restored), a NaN in any loss.
+
+Tiny configs of 8 steps. The loop is written once, so one family proves each promise; the default
+suite runs each promise for one family and each family's step through one or two promises (the
+RNN's scanned multi-step calls under SIGTERM, the GAN's second loss going NaN, the video task
+under Ctrl-C, every family's exception); the other combinations are marked slow.
+"""
 
 import json
 import os
@@ -18,9 +24,6 @@ from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, mnist_dir
 from tests.train.test_video_training import tiny_config
-
-# Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.
-pytestmark = pytest.mark.slow
 
 
 def _short(config, steps=8):
@@ -74,17 +77,26 @@ TRAINERS = {
 }
 
 
+def _cases(*names, default=(), signals=None):
+  """Test parameters: each family name (with each signal name, if given), marked slow unless
+  listed in `default` (CI runs the slow ones after the default suite)."""
+  rows = [(n,) for n in names] if signals is None else [(n, s) for n in names for s in signals]
+  return [
+    pytest.param(*row, id="-".join(row), marks=() if row in default else pytest.mark.slow)
+    for row in rows
+  ]
+
+
+FAMILIES = sorted(TRAINERS)
+
+
 def _steps_saved(workdir):
   return sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
 
 
-@pytest.fixture(params=sorted(TRAINERS))
-def family(request):
-  return TRAINERS[request.param]
-
-
-def test_halt_after_zero_and_n_steps_then_finish(family, tmp_path):
-  module, make_config, _ = family
+@pytest.mark.parametrize("name", _cases(*FAMILIES, default=[("classifier",)]))
+def test_halt_after_zero_and_n_steps_then_finish(name, tmp_path):
+  module, make_config, _ = TRAINERS[name]
   config = make_config()
   outcome = trainer.train_and_evaluate(config, str(tmp_path), loop.Options(halt_after_steps=0))
   assert (outcome.status, outcome.step) == ("halted", 0)
@@ -100,9 +112,15 @@ def test_halt_after_zero_and_n_steps_then_finish(family, tmp_path):
   assert train_rows == sorted(train_rows), "log rows in order, none repeated"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_at_the_next_step_and_stops(family, signum, tmp_path, monkeypatch):
-  module, make_config, _ = family
+@pytest.mark.parametrize(
+  "name,signame",
+  _cases(
+    *FAMILIES, signals=("SIGTERM", "SIGINT"), default=[("rnn", "SIGTERM"), ("video", "SIGINT")]
+  ),
+)
+def test_a_signal_saves_at_the_next_step_and_stops(name, signame, tmp_path, monkeypatch):
+  module, make_config, _ = TRAINERS[name]
+  signum = signal.Signals[signame]
   original = pipeline.BatchSampler.indices
 
   def indices(self, step):  # the signal arrives while step 5 is being prepared
@@ -119,8 +137,9 @@ def test_a_signal_saves_at_the_next_step_and_stops(family, signum, tmp_path, mon
   assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
-def test_an_exception_in_the_step_closes_the_run(family, tmp_path, monkeypatch):
-  module, make_config, _ = family
+@pytest.mark.parametrize("name", FAMILIES)
+def test_an_exception_in_the_step_closes_the_run(name, tmp_path, monkeypatch):
+  module, make_config, _ = TRAINERS[name]
 
   def broken_step(*args, **kwargs):
     raise RuntimeError("broken step")
@@ -133,8 +152,9 @@ def test_an_exception_in_the_step_closes_the_run(family, tmp_path, monkeypatch):
   assert not (tmp_path / "results.json").exists()
 
 
-def test_a_nan_in_any_loss_stops_before_it_is_saved(family, tmp_path, monkeypatch):
-  module, make_config, loss_keys = family
+@pytest.mark.parametrize("name", _cases(*FAMILIES, default=[("gan",)]))
+def test_a_nan_in_any_loss_stops_before_it_is_saved(name, tmp_path, monkeypatch):
+  module, make_config, loss_keys = TRAINERS[name]
   original = module.train_step
   bad_key = loss_keys[-1]  # the last loss the step returns (g_loss for the GAN)
 
