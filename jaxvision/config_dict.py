@@ -9,6 +9,11 @@ from __future__ import annotations
 import ml_collections
 
 
+class ConfigError(ValueError):
+  """A config value that cannot work (out of range, unknown name): the command line's fault,
+  reported in one line with exit status 2, before anything is computed or written."""
+
+
 def block(defaults: dict, **overrides) -> ml_collections.ConfigDict:
   """A ConfigDict of `defaults` updated by `overrides`; an unknown override key is an error."""
   unknown = set(overrides) - set(defaults)

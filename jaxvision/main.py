@@ -6,14 +6,17 @@ workdir resumes from its newest checkpoint (refused, before anything is written,
 changed in a way that changes the computation; `--allow_config_change` overrides).
 
 Every error a user can cause is one line on stderr naming the fix (`--verbosity=1` adds the
-traceback). Exit status: 0 finished (or halted by `--halt_after_steps`), 1 error, 2 usage,
-75 (EX_TEMPFAIL) stopped early by SIGTERM or Ctrl-C with a checkpoint saved: rerun to continue.
+traceback). Exit status: 0 finished (or halted by `--halt_after_steps`), 1 an error of the run
+or its environment, 2 a usage or config error (bad arguments, out-of-range values; nothing is
+written), 75 (EX_TEMPFAIL) stopped early by SIGTERM or Ctrl-C: with a checkpoint saved once
+training has started, or during start-up before any step; rerun to continue.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 import traceback
 
@@ -21,6 +24,23 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 75
+
+
+class StoppedBeforeTraining(BaseException):
+  """SIGTERM or SIGINT before the training loop took over its signals (start-up: imports, data,
+  compiling): nothing to checkpoint yet; like KeyboardInterrupt, not an Exception."""
+
+
+def _stop_before_training(signum, frame):
+  raise StoppedBeforeTraining(signal.Signals(signum).name)
+
+
+def install_startup_handlers() -> None:
+  """From the first instruction, SIGTERM and SIGINT end the start-up with exit status 75 and one
+  line; the training loop installs its own (checkpoint, then stop) and restores these after."""
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, _stop_before_training)
+
 
 FLAGS = flags.FLAGS
 HELP = ("--help", "-h", "--helpshort", "--helpfull", "-?")
@@ -82,17 +102,18 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def check_workdir(workdir: str | None) -> str:
-  """The workdir as given, after checks that need no compute; raises ValueError naming the fix."""
+  """The workdir as given, after checks that need no compute; raises app.UsageError (a bad
+  argument, exit status 2) or ValueError (a workdir that cannot be written), naming the fix."""
   if not workdir or not workdir.strip():
-    raise ValueError("--workdir is empty; name a directory for this run (e.g. runs/NAME)")
+    raise app.UsageError("--workdir is empty; name a directory for this run (e.g. runs/NAME)")
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f"--workdir {workdir} is a file, not a directory")
+    raise app.UsageError(f"--workdir {workdir} is a file, not a directory")
   parent = path
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
-    raise ValueError(f"--workdir {workdir} lies under {parent}, which is a file")
+    raise app.UsageError(f"--workdir {workdir} lies under {parent}, which is a file")
   if not os.access(parent, os.W_OK):
     raise ValueError(f"--workdir {workdir}: {parent} is not writable")
   return workdir
@@ -106,7 +127,7 @@ def run(argv) -> int:
     raise app.UsageError("--config and --workdir are required (see --help)")
   workdir = check_workdir(FLAGS.workdir)
   if FLAGS.halt_after_steps is not None and FLAGS.halt_after_steps < 0:
-    raise ValueError(f"--halt_after_steps={FLAGS.halt_after_steps} must be >= 0")
+    raise app.UsageError(f"--halt_after_steps={FLAGS.halt_after_steps} must be >= 0")
   # Imported after flag parsing so that --help and flag errors stay instant.
   from jaxvision import distributed, parallel
   from jaxvision.train import loop, trainer
@@ -141,10 +162,16 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # library INFO logs (orbax) drown the progress lines
   if FLAGS.verbosity < 1:
     logging.get_absl_handler().addFilter(_quiet_checkpoint_threads)
+  from jaxvision.config_dict import ConfigError
+
   try:
     status = run(argv)
-  except app.UsageError:
-    raise
+  except (app.UsageError, ConfigError) as e:  # the command line's fault: one line, status 2
+    print(
+      f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+      file=sys.stderr,
+    )
+    sys.exit(EXIT_USAGE)
   except (ValueError, OSError, KeyError, FloatingPointError, ImportError) as e:
     if FLAGS.verbosity >= 1:
       traceback.print_exc()
@@ -159,5 +186,14 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main, flags_parser=parse_flags)
+  install_startup_handlers()  # before the heavy imports that loading a config file starts
+  try:
+    _define_flags()
+    app.run(main, flags_parser=parse_flags)
+  except StoppedBeforeTraining as stop:
+    print(
+      f"{stop.args[0]}: stopped during start-up, before any step; nothing to save. Rerun the "
+      "same command to start.",
+      file=sys.stderr,
+    )
+    os._exit(EXIT_PREEMPTED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from jaxvision.config_dict import block
+from jaxvision.config_dict import ConfigError, block
 
 OPTIMIZER_DEFAULTS = dict(
   name="adam",  # adam | adamw | sgd
@@ -34,15 +34,15 @@ def schedule_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def validate(opt: ml_collections.ConfigDict, where: str = "optimizer") -> None:
-  """Checks an optimizer block (`config.<where>`); raises ValueError naming the key."""
+  """Checks an optimizer block (`config.<where>`); raises ConfigError naming the key."""
   if not opt.learning_rate > 0:
-    raise ValueError(f"config.{where}.learning_rate={opt.learning_rate} must be > 0")
+    raise ConfigError(f"config.{where}.learning_rate={opt.learning_rate} must be > 0")
 
 
 def create_schedule(config, learning_rate: float, total_steps: int) -> optax.Schedule:
   """The learning rate at each step, from `config.schedule`."""
   if config.warmup_steps < 0 or config.warmup_steps > total_steps:
-    raise ValueError(
+    raise ConfigError(
       f"config.schedule.warmup_steps={config.warmup_steps} not in [0, {total_steps}] "
       "(config.num_train_steps): lower the warm-up or train longer"
     )
@@ -64,7 +64,7 @@ def create_schedule(config, learning_rate: float, total_steps: int) -> optax.Sch
       decay_steps=total_steps,
       end_value=learning_rate * config.end_factor,
     )
-  raise ValueError(f"unknown schedule {config.name!r}; expected constant or warmup_cosine")
+  raise ConfigError(f"unknown schedule {config.name!r}; expected constant or warmup_cosine")
 
 
 def create_optimizer(
@@ -79,7 +79,7 @@ def create_optimizer(
   elif opt.name == "sgd":
     tx = optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
   else:
-    raise ValueError(f"unknown optimizer {opt.name!r}; expected adam, adamw or sgd")
+    raise ConfigError(f"unknown optimizer {opt.name!r}; expected adam, adamw or sgd")
   if opt.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
   return tx, schedule

@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxvision.config_dict import block
+from jaxvision.config_dict import ConfigError, block
 
 DATA_AXIS = "data"
 STRATEGIES = ("jit", "pmap")
@@ -294,5 +294,7 @@ def _process_rows(x: np.ndarray, batch_axis: int) -> np.ndarray:
 def create_strategy(config) -> Strategy:
   """The strategy `config` (the experiment's `config.parallel`) names."""
   if config.strategy not in STRATEGIES:
-    raise ValueError(f"unknown parallel.strategy {config.strategy!r}; expected one of {STRATEGIES}")
+    raise ConfigError(
+      f"unknown config.parallel.strategy {config.strategy!r}; expected one of {STRATEGIES}"
+    )
   return (PmapStrategy if config.strategy == "pmap" else Strategy)(config.num_devices)

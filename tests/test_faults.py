@@ -276,15 +276,15 @@ def test_bad_values_are_one_line_before_the_workdir_exists(case, tmp_path):
   extra, key = BAD_INPUT[case]
   workdir = tmp_path / "run"
   out = cli(*DIGITS, f"--workdir={workdir}", *extra)
-  assert out.returncode == 1 and key in one_line_error(out)
+  assert out.returncode == 2 and key in one_line_error(out)
   assert not workdir.exists()
-  record(f"bad value: {case}", f"`{' '.join(extra)}`", f"exit 1, one line naming `{key}`", "-")
+  record(f"bad value: {case}", f"`{' '.join(extra)}`", f"exit 2, one line naming `{key}`", "-")
 
 
 def test_bad_paths_and_corrupt_data_are_one_line(tmp_path, mnist_path):
   for workdir, needle in (("", "--workdir is empty"), ("/etc/hostname/x", "which is a file")):
     out = cli(*DIGITS, f"--workdir={workdir}")
-    assert out.returncode == 1 and needle in one_line_error(out)
+    assert out.returncode == 2 and needle in one_line_error(out)
   folder = _corrupt_mnist(tmp_path)
   workdir = tmp_path / "run"
   out = cli("--config=experiments/mnist_cnn.py:idx", f"--config.data.data_dir={folder}",
@@ -295,7 +295,8 @@ def test_bad_paths_and_corrupt_data_are_one_line(tmp_path, mnist_path):
   record(
     "bad paths and corrupt data",
     "`--workdir=`, a workdir under a file, a truncated .gz IDX file",
-    "exit 1 with one line naming the path or file, before any directory is made",
+    "one line naming the path or file, before any directory is made: exit 2 for the bad "
+    "arguments, 1 for the corrupt file",
     "-",
   )
 

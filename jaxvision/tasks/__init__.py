@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from jaxvision.config_dict import ConfigError
+
 TASKS = {
   "classifier": "jaxvision.tasks.classification",
   "gan": "jaxvision.tasks.gan",
@@ -12,7 +14,7 @@ TASKS = {
 
 
 def get(name: str) -> type:
-  """The Task class of family `name` (`config.trainer`); ValueError naming the known ones."""
+  """The Task class of family `name` (`config.trainer`); ConfigError naming the known ones."""
   if name not in TASKS:
-    raise ValueError(f"config.trainer={name!r} unknown; expected one of {sorted(TASKS)}")
+    raise ConfigError(f"config.trainer={name!r} unknown; expected one of {sorted(TASKS)}")
   return importlib.import_module(TASKS[name]).Task

@@ -60,7 +60,7 @@ class Task:
 
   @classmethod
   def validate(cls, config, strategy) -> None:
-    """Checks the keys this family reads (beyond the shared ones); raises ValueError naming the
+    """Checks the keys this family reads (beyond the shared ones); raises ConfigError naming the
     key and the fix, before any data is loaded."""
 
   def init_state(self, key):

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxvision import models, optim, parallel
+from jaxvision.config_dict import ConfigError
 from jaxvision.data import augment
 from jaxvision.tasks import base
 from jaxvision.train.common import TrainState, num_params
@@ -138,18 +139,18 @@ def train_step(
 
 
 def validate(config, strategy) -> None:
-  """Checks the keys this family reads; raises ValueError naming the key and the fix."""
+  """Checks the keys this family reads; raises ConfigError naming the key and the fix."""
   del strategy
   optim.validate(config.optimizer, "optimizer")
   if config.augment.max_shift < 0:
-    raise ValueError(f"config.augment.max_shift={config.augment.max_shift} must be >= 0")
+    raise ConfigError(f"config.augment.max_shift={config.augment.max_shift} must be >= 0")
   ranges = {"rotate": (0, 180), "scale": (0, 1), "shear": (0, 80)}
   for name, (low, high) in ranges.items():
     value = config.augment.get(name, 0.0)
     if not low <= value < high:
-      raise ValueError(f"config.augment.{name}={value} must be in [{low}, {high})")
+      raise ConfigError(f"config.augment.{name}={value} must be in [{low}, {high})")
   if not 0.0 <= config.label_smoothing < 1.0:
-    raise ValueError(f"config.label_smoothing={config.label_smoothing} must be in [0, 1)")
+    raise ConfigError(f"config.label_smoothing={config.label_smoothing} must be in [0, 1)")
 
 
 class Task(base.Task):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxvision import models, optim, parallel
+from jaxvision.config_dict import ConfigError
 from jaxvision.evaluators import gan_metrics
 from jaxvision.tasks import base, diffaugment, gan_losses
 from jaxvision.tasks.gan_losses import LOSSES, d_loss_fn, g_loss_fn
@@ -236,21 +237,24 @@ def generate(state: GANState, batch: dict, *, use_ema: bool, num_classes: int = 
 
 
 def validate(config, strategy) -> None:
-  """Checks the keys this family reads; raises ValueError naming the key and the fix."""
+  """Checks the keys this family reads; raises ConfigError naming the key and the fix."""
   del strategy
   optim.validate(config.g_optimizer, "g_optimizer")
   optim.validate(config.d_optimizer, "d_optimizer")
   if config.loss not in LOSSES:
-    raise ValueError(f"config.loss={config.loss!r} unknown; expected one of {LOSSES}")
+    raise ConfigError(f"config.loss={config.loss!r} unknown; expected one of {LOSSES}")
   if config.data.get("normalize") != "symmetric":
-    raise ValueError("a tanh generator needs config.data.normalize='symmetric' ([-1, 1] images)")
+    raise ConfigError("a tanh generator needs config.data.normalize='symmetric' ([-1, 1] images)")
   if not 0.0 <= config.ema_decay < 1.0:
-    raise ValueError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
+    raise ConfigError(f"config.ema_decay={config.ema_decay} must be in [0, 1)")
   if config.z_dim <= 0:
-    raise ValueError(f"config.z_dim={config.z_dim} must be positive")
+    raise ConfigError(f"config.z_dim={config.z_dim} must be positive")
   if config.r1_gamma < 0:
-    raise ValueError(f"config.r1_gamma={config.r1_gamma} must be >= 0")
-  diffaugment.diff_augment(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), config.augment)  # names
+    raise ConfigError(f"config.r1_gamma={config.r1_gamma} must be >= 0")
+  try:
+    diffaugment.diff_augment(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), config.augment)
+  except ValueError as e:
+    raise ConfigError(f"config.augment={config.augment!r}: {e}") from None
 
 
 class Task(base.Task):

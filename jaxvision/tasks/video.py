@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxvision import models, optim, parallel, video_metrics
+from jaxvision.config_dict import ConfigError
 from jaxvision.tasks import base
 from jaxvision.train.common import TrainState, num_params
 
@@ -104,13 +105,13 @@ def predict(state: TrainState, batch: dict) -> jax.Array:
 
 
 def validate(config, strategy) -> None:
-  """Checks the keys this trainer reads; raises ValueError naming the key and the fix."""
+  """Checks the keys this trainer reads; raises ConfigError naming the key and the fix."""
   del strategy
   optim.validate(config.optimizer, "optimizer")
   if config.loss not in LOSSES:
-    raise ValueError(f"config.loss={config.loss!r} unknown; expected one of {LOSSES}")
+    raise ConfigError(f"config.loss={config.loss!r} unknown; expected one of {LOSSES}")
   if config.data.source != "moving_mnist" or config.data.task != "predict":
-    raise ValueError(
+    raise ConfigError(
       "the video trainer needs config.data.source='moving_mnist' with task='predict' "
       f"(got {config.data.source!r}); video classification runs with trainer='classifier'"
     )

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxvision import data as data_lib
 from jaxvision import parallel, tasks, xla
+from jaxvision.config_dict import ConfigError
 from jaxvision.evaluators import common as evaluators_lib
 from jaxvision.tasks.base import DataInfo
 from jaxvision.train import loop
@@ -24,7 +25,7 @@ from jaxvision.train.run import Options, Run
 
 
 def validate(config, strategy) -> None:
-  """Checks the keys every Task's config has; raises ValueError naming the key and the fix."""
+  """Checks the keys every Task's config has; raises ConfigError naming the key and the fix."""
   positive = {
     "num_train_steps": config.num_train_steps,
     "log_every_steps": config.log_every_steps,
@@ -36,11 +37,14 @@ def validate(config, strategy) -> None:
   }
   for key, value in positive.items():
     if not isinstance(value, int) or value <= 0:
-      raise ValueError(f"config.{key}={value!r} must be a positive integer")
+      raise ConfigError(f"config.{key}={value!r} must be a positive integer")
   if config.get("steps_per_call", 1) < 1:
-    raise ValueError(f"config.steps_per_call={config.steps_per_call} must be >= 1")
-  strategy.check_batch_size(config.data.batch_size, "config.data.batch_size")
-  strategy.check_batch_size(config.data.eval_batch_size, "config.data.eval_batch_size")
+    raise ConfigError(f"config.steps_per_call={config.steps_per_call} must be >= 1")
+  try:
+    strategy.check_batch_size(config.data.batch_size, "config.data.batch_size")
+    strategy.check_batch_size(config.data.eval_batch_size, "config.data.eval_batch_size")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def train_steps(step_fn, state, data: dict, indices: jax.Array, key: jax.Array):
@@ -90,7 +94,7 @@ def train_and_evaluate(
   dataset = data_lib.load_dataset(config.data)
   steps_per_call = config.get("steps_per_call", 1)
   if steps_per_call > 1 and not isinstance(dataset.train, data_lib.ArraySource):
-    raise ValueError(
+    raise ConfigError(
       f"config.steps_per_call={steps_per_call} keeps the train split on device; a generated "
       f"source ({config.data.source}) needs steps_per_call=1"
     )
