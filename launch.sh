@@ -50,16 +50,16 @@ fi
 free_port='import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 port="$("$python" -c "$free_port")"
 pids=()
-# TERM first; KILL what is left after 5 s (JAX's preemption notifier may catch a TERM).
-# stderr is muted meanwhile: bash reports each killed job ("123 Killed ...").
-stop_all() { stop_processes 2>/dev/null; }
+# TERM first; KILL what is left after `polls` x 0.2 s (JAX's preemption notifier may catch a
+# TERM). stderr is muted meanwhile: bash reports each killed job ("123 Killed ...").
+stop_all() { stop_processes 25 2>/dev/null; }
 stop_processes() {
-  local signal pid alive
+  local polls="$1" signal pid alive
   for signal in TERM KILL; do
     for pid in ${pids[@]+"${pids[@]}"}; do
       if [[ "$pid" != done ]]; then kill -s "$signal" "$pid" 2>/dev/null || true; fi
     done
-    for _ in {1..25}; do
+    for ((poll = 0; poll < polls; poll++)); do
       alive=0
       for pid in ${pids[@]+"${pids[@]}"}; do
         if [[ "$pid" != done ]] && kill -0 "$pid" 2>/dev/null; then alive=1; fi
@@ -69,11 +69,25 @@ stop_processes() {
     done
   done
 }
+# SIGTERM or Ctrl-C to this script: every process gets a TERM, saves its checkpoint and exits 75
+# (given up to 10 minutes for that); the script then exits 75 too, like one process would, or
+# with the first other status a process ended with.
+interrupted() {
+  local rc=75 pid status
+  trap - EXIT
+  stop_processes 3000 2>/dev/null
+  for pid in ${pids[@]+"${pids[@]}"}; do
+    [[ "$pid" == done ]] && continue
+    status=0
+    wait "$pid" 2>/dev/null || status=$?
+    if ((status != 75 && status != 0 && rc == 75)); then rc=$status; fi
+  done
+  exit "$rc"
+}
 # Background jobs of a script ignore SIGINT, so Ctrl-C (and a TERM to this script) reaches the
 # processes only through here; on any exit, no process outlives the launcher.
 trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap interrupted INT TERM
 for ((i = 0; i < num_processes; i++)); do
   "${command[@]}" --jax_distributed --coordinator_address="127.0.0.1:$port" \
     --num_processes="$num_processes" --process_id="$i" &

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -352,3 +353,32 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     yield cluster
   finally:
     cluster.stop()
+
+
+def main() -> int:
+  """`python -m tests.cluster`: starts the same single-node SLURM the tests use and keeps it up
+  until Ctrl-C, printing what another shell exports to submit to it."""
+  reason = missing_reason()
+  if reason:
+    print(f"error: {reason}", file=sys.stderr)
+    return 1
+  cluster = start_slurm_cluster(cpus=os.cpu_count() or 1)
+  print(
+    f"A single-node SLURM ({cluster.cpus} CPUs) is up. In another shell:\n"
+    f"  export SLURM_CONF={cluster.conf}\n"
+    "  sinfo\n"
+    "  python -m jaxvision.tools.sweep --config=experiments/digits_cnn.py --slurm\n"
+    "Ctrl-C here stops it.",
+    flush=True,
+  )
+  try:
+    signal.pause()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    cluster.stop()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

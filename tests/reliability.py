@@ -18,7 +18,11 @@ from tests.conftest import REPO
 
 LOG_ENV = "JAXVISION_RELIABILITY_LOG"
 OUT = REPO / "docs" / "reliability.md"
-TESTS = ("tests/test_faults.py", "tests/train/test_multiprocess.py")
+TESTS = (
+  "tests/test_faults.py",
+  "tests/test_faults_round2.py",
+  "tests/train/test_multiprocess.py",
+)
 
 
 def record(fault: str, injection: str, outcome: str, steps_lost: str, data_lost: str = "none"):

@@ -142,6 +142,7 @@ def test_dry_run_and_sbatch_script(tmp_path, capsys):
   assert "submit with: sbatch --parsable --array=0,2%2 " in out
   script = (root / "toy_v" / "sweep.sbatch").read_text()
   assert "#SBATCH --array=0-2%2\n" in script and "#SBATCH --time=10\n" in script
+  assert f"#SBATCH --cpus-per-task={os.cpu_count()}\n" in script  # never oversubscribed
   (points_file,) = (root / "toy_v").glob("points-*.json")
   assert f"--points_file={points_file}" in script and '--point="$SLURM_ARRAY_TASK_ID"' in script
   points = json.loads(points_file.read_text())["points"]

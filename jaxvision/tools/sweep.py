@@ -43,7 +43,9 @@ submission, so editing the experiment later does not renumber a queued array), a
 with `sbatch`, asking only for the unfinished points (a task whose point has finished by the
 time it starts exits at once). `--parallel=N` becomes the array's `%N` throttle; `--sbatch=OPT`
 (repeatable) adds an `#SBATCH OPT` line, e.g. `--sbatch=--time=1:00:00 --sbatch=--gres=gpu:1`.
-`--dry_run` writes the script and prints the `sbatch` command without submitting.
+`--dry_run` writes the script and prints the `sbatch` command without submitting. Each task asks
+for `--cpus_per_task` CPUs (default: this machine's core count, since XLA:CPU uses every core), so
+the scheduler never starts more points on a node than it has cores for.
 
 Each finished point also writes its overrides and final metrics to TensorBoard's HParams
 dashboard (`WORKDIR/tb/hparams`): `tensorboard --logdir runs/digits_cnn`.
@@ -638,7 +640,9 @@ def _last_line(workdir: str) -> str:
   return lines[-1] if lines else "empty log"
 
 
-def write_sbatch(sweep: dict, points_file: str, parallel: int = 0, options=(), python=None) -> str:
+def write_sbatch(
+  sweep: dict, points_file: str, parallel: int = 0, options=(), python=None, cpus_per_task=0
+) -> str:
   """Writes `<sweep_dir>/sweep.sbatch`: a job array whose task i runs point i.
 
   Args:
@@ -647,6 +651,9 @@ def write_sbatch(sweep: dict, points_file: str, parallel: int = 0, options=(), p
     parallel: the array's throttle (`%N`: at most N tasks at once; 0: no limit).
     options: extra `#SBATCH` options, e.g. ("--time=1:00:00", "--gres=gpu:1").
     python: the interpreter the tasks run (default: this one).
+    cpus_per_task: CPUs each task asks for (`--cpus-per-task`), so the scheduler never runs more
+      points on a node than its cores hold; 0: this machine's core count (XLA:CPU uses them
+      all), unless `options` sets it.
 
   Returns:
     The script's path.
@@ -661,6 +668,11 @@ def write_sbatch(sweep: dict, points_file: str, parallel: int = 0, options=(), p
     f"# task i runs point i of {os.path.basename(points_file)} (a finished point exits at once).",
     f"#SBATCH --job-name={name}",
     f"#SBATCH --array=0-{n - 1}" + (f"%{parallel}" if parallel > 0 else ""),
+    *(
+      []
+      if any(o.startswith("--cpus-per-task") for o in options)
+      else [f"#SBATCH --cpus-per-task={cpus_per_task or os.cpu_count() or 1}"]
+    ),
     f"#SBATCH --output={directory}/slurm-%A_%a.out",
     "#SBATCH --open-mode=append",
     *[f"#SBATCH {opt}" for opt in options],
@@ -685,9 +697,11 @@ def sbatch_command(sweep: dict, script: str, parallel: int = 0) -> list[str] | N
   return [*command, script]
 
 
-def submit(sweep: dict, points_file: str, parallel: int, options, dry_run: bool) -> int:
+def submit(
+  sweep: dict, points_file: str, parallel: int, options, dry_run: bool, cpus_per_task: int = 0
+) -> int:
   """Writes the sbatch script and submits it (prints the command instead with `dry_run`)."""
-  script = write_sbatch(sweep, points_file, parallel, options)
+  script = write_sbatch(sweep, points_file, parallel, options, cpus_per_task=cpus_per_task)
   command = sbatch_command(sweep, script, parallel)
   print(f"wrote {script} ({len(sweep['points'])} points, points file {points_file})")
   if command is None:
@@ -730,6 +744,12 @@ def _parse_flags(argv: list[str]):
   )
   flags.DEFINE_multi_string(
     "sbatch", [], "With --slurm: an extra #SBATCH option (repeatable).", flag_values=f
+  )
+  flags.DEFINE_integer(
+    "cpus_per_task",
+    0,
+    "With --slurm: CPUs each point asks SLURM for (0: this machine's core count).",
+    flag_values=f,
   )
   flags.DEFINE_multi_string(
     "axis",
@@ -775,9 +795,8 @@ def main(argv: list[str]) -> int:
       return 0
     points_file = write_points_file(sweep)
     if f.slurm:
-      return submit(
-        sweep, points_file, f.parallel if f["parallel"].present else 0, f.sbatch, f.dry_run
-      )
+      throttle = f.parallel if f["parallel"].present else 0
+      return submit(sweep, points_file, throttle, f.sbatch, f.dry_run, f.cpus_per_task)
     return run_local(sweep, points_file, f.parallel)
   except SweepError as e:
     print(f"error: {e}", file=sys.stderr)

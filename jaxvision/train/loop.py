@@ -34,7 +34,7 @@ from jaxvision import workdir as workdir_lib
 from jaxvision import writers
 from jaxvision.evaluators import common as evaluators_lib
 from jaxvision.train.preemption import Signals, any_process
-from jaxvision.train.run import Options, Run, truncate_log, write_results
+from jaxvision.train.run import Options, Run, SaveError, truncate_log, write_results
 from jaxvision.train.window import Window
 
 __all__ = ["MAX_CALLS_AHEAD", "Options", "Outcome", "steps_this_call", "train"]
@@ -106,6 +106,7 @@ def train(
   intervals = (config.log_every_steps, config.eval_every_steps, config.checkpoint.every_steps)
   status = "finished"
   in_flight = collections.deque()
+  failed = False
   try:
     while step < last_step:
       k = steps_this_call(step, steps_per_call, intervals, last_step)
@@ -139,8 +140,30 @@ def train(
     write_results(run, final, evaluators, results(state))
     return Outcome(status, step, final)
   except FloatingPointError as e:  # a non-finite metric or state: say what is safe to resume
+    failed = True
     raise FloatingPointError(f"{e}; {run.last_good()} (try a lower learning rate)") from None
+  except SaveError:
+    failed = True
+    raise
+  except OSError as e:  # a full disk or a lost mount while writing metrics, events or samples
+    failed = True
+    raise _write_error(e, run) from None
+  except BaseException:
+    failed = True
+    raise
   finally:
     signals.restore()
-    writer.close()
-    run.close()
+    closing_error = None
+    for close in (writer.close, run.close):  # flushes can fail on a full disk too
+      try:
+        close()
+      except OSError as e:
+        closing_error = closing_error or e
+    if closing_error is not None and not failed:  # else the first error is the one to report
+      raise _write_error(closing_error, run) from None
+
+
+def _write_error(error: OSError, run: Run) -> OSError:
+  """One line: which file could not be written, why, and what the run can resume from."""
+  what = error.filename or "a file of the run"
+  return OSError(f"writing {what} failed ({error.strerror or error}); {run.last_good()}")

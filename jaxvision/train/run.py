@@ -6,6 +6,7 @@ The file layout of a workdir is `jaxvision.workdir`'s; this module writes it dur
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -13,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxvision import checkpoint
 from jaxvision import workdir as workdir_lib
@@ -30,11 +30,8 @@ class Options:
   invocation: dict = dataclasses.field(default_factory=dict)  # command, config file, overrides
 
 
-def _all_finite(tree) -> jax.Array:
-  leaves = [
-    jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x, jnp.inexact)
-  ]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+class SaveError(OSError):
+  """A checkpoint could not be written; the message names the newest complete one."""
 
 
 class Run:
@@ -57,18 +54,48 @@ class Run:
     self._start = time.perf_counter()
     self._elapsed_before = 0.0  # seconds spent by earlier runs in this workdir
     self.saved_window = None
-    self._finite = jax.jit(_all_finite)
+    self._reference_norm = (float("inf"), 0)  # (norm, step) of the state last saved or restored
     if jax.process_index() == 0:  # the workdir describes itself (load_run reads it)
       workdir_lib.write_json(
         workdir_lib.config_path(workdir), json.loads(config.to_json_best_effort())
       )
 
-  def _check_config_unchanged(self) -> None:
+  def _recorded_config(self) -> dict | None:
+    """The config this workdir was run with: its config.json, else (missing or damaged) the copy
+    in its newest checkpoint, which is the run's identity; None for a new workdir."""
     path = workdir_lib.config_path(self.workdir)
-    if not os.path.isfile(path) or self.options.allow_config_change:
+    damage = None
+    if os.path.isfile(path):
+      try:
+        with open(path, encoding="utf-8") as f:
+          return json.load(f)
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        damage = f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+    directory = workdir_lib.checkpoints_dir(self.workdir)
+    meta = None
+    if os.path.isdir(directory):
+      try:
+        step, meta = checkpoint.read_meta(directory)
+      except FileNotFoundError:
+        meta = None
+    if meta is not None and isinstance(meta.get("config"), dict):
+      print(
+        f"{damage or f'{path} is missing'}: the run's config is taken from its checkpoint of "
+        f"step {step} (config.json is written again)",
+        flush=True,
+      )
+      return meta["config"]
+    if damage:
+      raise ValueError(
+        f"{damage} and no checkpoint records the config: restore the file, or delete it (and the "
+        "checkpoints) to start this workdir over"
+      )
+    return None
+
+  def _check_config_unchanged(self) -> None:
+    old = self._recorded_config()
+    if old is None or self.options.allow_config_change:
       return
-    with open(path, encoding="utf-8") as f:
-      old = json.load(f)
     changed = workdir_lib.config_changes(old, json.loads(self.config.to_json_best_effort()))
     if changed:
       raise ValueError(
@@ -82,8 +109,11 @@ class Run:
     abstract = self.strategy.abstract_state(jax.eval_shape(create_fn))
     restored = self.checkpointer.restore(abstract)
     if restored is None:
-      return self.strategy.place_state(create_fn())
+      state = self.strategy.place_state(create_fn())
+      self._reference_norm = (float(checkpoint.state_norm(self.strategy.global_state(state))), 0)
+      return state
     state, meta = restored
+    self._reference_norm = (float(checkpoint.state_norm(state)), int(meta["step"]))
     self._elapsed_before = float(meta.get("elapsed_s", 0.0))
     self.saved_window = meta.get("log_window")
     print(f"Resumed from {self.workdir}/checkpoints at step {meta['step']}", flush=True)
@@ -99,10 +129,20 @@ class Run:
     step."""
     host_window = window.fetch()  # raises on a non-finite metric
     global_state = self.strategy.global_state(state)
-    if not bool(self._finite(global_state)):
+    if not bool(checkpoint.all_finite(global_state)):
       raise FloatingPointError(f"the train state has non-finite values at step {step}")
+    norm = float(checkpoint.state_norm(global_state))
+    growth = self.config.checkpoint.get("max_norm_growth", 0.0)
+    reference, reference_step = self._reference_norm
+    if growth and not norm <= growth * max(reference, 1e-6):
+      raise FloatingPointError(
+        f"the train state's norm grew from {reference:.3g} (step {reference_step}) to "
+        f"{norm:.3g} at step {step}, more than config.checkpoint.max_norm_growth={growth:g} "
+        "times: diverging, not saved"
+      )
     meta = {
       **self._meta,
+      "config": json.loads(self.config.to_json_best_effort()),
       "step": step,
       "data_position": step,
       "elapsed_s": self.elapsed,
@@ -110,11 +150,16 @@ class Run:
     }
     try:
       self.checkpointer.save(step, global_state, meta)
+      self._reference_norm = (norm, step)
     except Exception as e:  # disk full, permissions (orbax raises several types): say what is safe
-      reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-      raise OSError(
-        f"saving the checkpoint of step {step} failed ({reason}); the newest complete "
-        f"checkpoint is step {self.checkpointer.latest_step()}"
+      text = str(e)
+      if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+        reason = "No space left on device"
+      else:
+        reason = (text.strip().splitlines() or [type(e).__name__])[0][:200]
+      raise SaveError(
+        f"saving the checkpoint of step {step} in {self.checkpointer.directory} failed "
+        f"({reason}); the newest complete checkpoint is step {self.checkpointer.latest_step()}"
       ) from e
 
   def last_good(self) -> str:

@@ -151,3 +151,32 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
     "devices) resumes from it and finishes",
     "0",
   )
+
+
+def test_sigterm_to_launch_sh_checkpoints_and_exits_75(tmp_path):
+  """A TERM to the launcher reaches every process, which checkpoints and exits 75; so does the
+  launcher, as one process would."""
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(
+    ["./launch.sh", "-n", "2", "experiments/digits_cnn.py", *ARGS[1:],
+     "--config.num_train_steps=200", "--config.log_every_steps=1"],
+    cwd=REPO, env=_env(4, WORKDIR=str(workdir), PYTHON=sys.executable),
+    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+  )  # fmt: skip
+  try:
+    for line in proc.stdout:
+      if line.startswith("step 3/"):
+        break
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=300)
+  finally:
+    proc.kill()
+  assert code == 75, proc.stderr.read()[-2000:]
+  step, _ = _params(workdir)
+  assert 3 <= step < 200
+  record(
+    "SIGTERM to launch.sh",
+    "`SIGTERM` to `./launch.sh -n 2` after step 3",
+    f"both processes save one joint checkpoint (step {step}) and exit 75; launch.sh exits 75",
+    "0",
+  )
