@@ -81,7 +81,7 @@ def evaluate(workdir: str, overrides: dict | None = None, command: str = "") -> 
   metrics to `<workdir>/evaluations/step_<N>.json`; returns that record."""
   import jax
 
-  from jaxvision import parallel, runs, xla
+  from jaxvision import parallel, runs
   from jaxvision import workdir as workdir_lib
   from jaxvision.evaluators import common as evaluators_lib
   from jaxvision.train import trainer
@@ -94,19 +94,7 @@ def evaluate(workdir: str, overrides: dict | None = None, command: str = "") -> 
   run.config = config
   dataset = run.dataset()
   _, _, eval_key = trainer.seed_keys(config.seed)
-  evaluators = evaluators_lib.from_config(
-    config.evaluators,
-    evaluators_lib.Context(
-      predict_fns=run.task.predict_fns(),
-      dataset=dataset,
-      strategy=strategy,
-      workdir=workdir,
-      key=eval_key,
-      compiler_options=xla.compiler_options(config.xla),
-      batch_size=config.data.eval_batch_size,
-      info=run.task.evaluator_info(),
-    ),
-  )
+  evaluators = trainer.create_evaluators(config, run.task, dataset, strategy, workdir, eval_key)
   metrics = evaluators_lib.run_all(evaluators, run.state, run.step)
   record = {
     "step": run.step,

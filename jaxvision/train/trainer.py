@@ -69,6 +69,24 @@ def train_steps(step_fn, state, data: dict, indices: jax.Array, key: jax.Array):
   return jax.lax.scan(body, state, indices)
 
 
+def create_evaluators(config, task, dataset, strategy, workdir: str, key) -> list:
+  """`config.evaluators`, each given the Task's prediction functions and facts, the data, the
+  strategy, the workdir, the eval key and the experiment's XLA options."""
+  return evaluators_lib.from_config(
+    config.evaluators,
+    evaluators_lib.Context(
+      predict_fns=task.predict_fns(),
+      dataset=dataset,
+      strategy=strategy,
+      workdir=workdir,
+      key=key,
+      compiler_options=xla.compiler_options(config.xla),
+      batch_size=config.data.eval_batch_size,
+      info=task.evaluator_info(),
+    ),
+  )
+
+
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(init, train, eval) keys of a run: one base key, split by purpose."""
   return tuple(jax.random.split(jax.random.key(seed), 3))
@@ -102,19 +120,7 @@ def train_and_evaluate(
   task = task_class(config, data_info, strategy.axis_name)
   init_key, train_key, eval_key = seed_keys(config.seed)
   compiler_options = xla.compiler_options(config.xla)
-  evaluators = evaluators_lib.from_config(
-    config.evaluators,
-    evaluators_lib.Context(
-      predict_fns=task.predict_fns(),
-      dataset=dataset,
-      strategy=strategy,
-      workdir=workdir,
-      key=eval_key,
-      compiler_options=compiler_options,
-      batch_size=config.data.eval_batch_size,
-      info=task.evaluator_info(),
-    ),
-  )
+  evaluators = create_evaluators(config, task, dataset, strategy, workdir, eval_key)
 
   run = Run(config, workdir, strategy, options, meta={"data_info": data_info.as_dict()})
   state = run.restore_or_create(lambda: task.init_state(init_key))
