@@ -148,14 +148,19 @@ def restore_latest(workdir: str) -> tuple[dict, dict]:
 
 
 def git_commit() -> str | None:
-  """The commit of the jaxvision checkout this runs from ("-dirty" if modified), if any."""
+  """The commit of the jaxvision checkout this runs from ("-dirty" if the code a run executes,
+  jaxvision/, experiments/ or pyproject.toml, is modified), if any."""
   here = os.path.dirname(__file__)
   try:
     run = lambda *args: subprocess.run(
       ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
     ).stdout.strip()
     commit = run("rev-parse", "HEAD")
-    dirty = run("status", "--porcelain", "--untracked-files=no")
+    # Only what a run executes: not tests, documents or figures (a campaign rewrites RESULTS.md).
+    dirty = run(
+      "status", "--porcelain", "--untracked-files=no", "--", ":(top)jaxvision",
+      ":(top)experiments", ":(top)pyproject.toml", ":(top,exclude)*.md",
+    )  # fmt: skip
   except (OSError, subprocess.SubprocessError):
     return None
   return commit + ("-dirty" if dirty else "")

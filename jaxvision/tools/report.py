@@ -353,7 +353,8 @@ def _over_text(group: Group, over) -> str:
   for run in group.runs:
     for axis, value in replicate_values(run, over).items():
       values.setdefault(axis, []).append(_show(value))
-  return "; ".join(f"{axis} = {', '.join(vs)}" for axis, vs in values.items())
+  varied = {axis: vs for axis, vs in values.items() if len(set(vs)) > 1}  # a constant: no axis
+  return "; ".join(f"{axis} = {', '.join(vs)}" for axis, vs in (varied or values).items())
 
 
 def _data_cell(runs: list[dict]) -> str:
