@@ -25,8 +25,8 @@ NOTES = [
   "MSE <= 0.5x copy-last with SSIM above copy-last's. A target not met shows its number.",
   f"Published numbers: {MNIST1D_PAPER}, its Table 1 (human 96%).",
   "A commit marked -dirty on rows from commits c3ff426 and b84f657: the campaign's own checkout "
-  "had its generated RESULTS.md rewritten, no code change (since the commit that added this note, only changes to "
-  "jaxvision/, experiments/ or pyproject.toml mark a run dirty).",
+  "had its generated RESULTS.md rewritten, no code change (since the commit that added this "
+  "note, only changes to jaxvision/, experiments/ or pyproject.toml mark a run dirty).",
   "Wall times come from a shared 2-core machine that also ran other work (load average up to "
   "~9 during some runs): compare them only roughly; benchmarks/RESULTS.md has quiet timings.",
 ]
