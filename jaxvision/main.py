@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import traceback
 
 from absl import app, flags, logging
@@ -152,9 +153,15 @@ def run(argv) -> int:
 
 
 def _quiet_checkpoint_threads(record) -> bool:
-  """Drops Orbax's background-thread error logs: the failed save they report is raised again,
-  as one line, by the save that waits for it."""
-  return "orbax" not in record.pathname
+  """Drops Orbax's background-thread error logs (and asyncio's, whose loops Orbax runs): the
+  failed save they report is raised again, as one line, by the save that waits for it."""
+  return "orbax" not in record.pathname and record.name != "asyncio"
+
+
+def _quiet_thread_exceptions(args) -> None:
+  """Background threads' tracebacks (Orbax's writers on a full disk: "Event loop is closed")
+  are dropped: the error reaches the main thread, which reports it in one line."""
+  del args
 
 
 def main(argv):
@@ -162,6 +169,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # library INFO logs (orbax) drown the progress lines
   if FLAGS.verbosity < 1:
     logging.get_absl_handler().addFilter(_quiet_checkpoint_threads)
+    threading.excepthook = _quiet_thread_exceptions
   from jaxvision.config_dict import ConfigError
 
   try:

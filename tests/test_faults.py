@@ -2,6 +2,9 @@
 
 `python -m tests.reliability` reruns this file and writes the table from what the tests record.
 The CLI runs here use 2 virtual CPU devices (fast, still data-parallel).
+
+The default suite runs the cheapest forms (kill -9 once and SIGTERM in a 12-step run, a truncated
+newest checkpoint); the rest are minutes of CLI runs on 2 cores, marked slow.
 """
 
 import gzip
@@ -23,7 +26,7 @@ from tests.conftest import REPO
 from tests.reliability import record
 
 # Minutes of CLI runs and trainings on 2 cores: CI runs them after the default suite.
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 DIGITS = [
   "--config=experiments/digits_cnn.py",
@@ -86,11 +89,19 @@ def rows(workdir) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-  """An uninterrupted 40-step run that the interrupted ones must equal."""
-  workdir = tmp_path_factory.mktemp("straight") / "run"
-  out = cli(*DIGITS, "--config.num_train_steps=40", f"--workdir={workdir}")
-  assert out.returncode == 0, out.stderr
-  return workdir
+  """`straight(steps)`: the workdir of an uninterrupted run of that many steps (run once) that
+  the interrupted ones must equal."""
+  workdirs = {}
+
+  def run(steps: int):
+    if steps not in workdirs:
+      workdir = tmp_path_factory.mktemp("straight") / "run"
+      out = cli(*DIGITS, f"--config.num_train_steps={steps}", f"--workdir={workdir}")
+      assert out.returncode == 0, out.stderr
+      workdirs[steps] = workdir
+    return workdirs[steps]
+
+  return run
 
 
 def assert_same_run(a, b):
@@ -99,50 +110,64 @@ def assert_same_run(a, b):
   assert rows(a) == [r for r in rows(b)]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_exits_75_and_the_rerun_matches(signum, straight, tmp_path):
+@pytest.mark.parametrize(
+  "name,steps",
+  [
+    ("SIGTERM", 12),
+    pytest.param("SIGTERM", 40, marks=slow),
+    pytest.param("SIGINT", 40, marks=slow),
+  ],
+  ids=["SIGTERM-12", "SIGTERM", "SIGINT"],
+)
+def test_signal_saves_exits_75_and_the_rerun_matches(name, steps, straight, tmp_path):
   workdir = tmp_path / "run"
-  args = [*DIGITS, "--config.num_train_steps=40", f"--workdir={workdir}"]
+  args = [*DIGITS, f"--config.num_train_steps={steps}", f"--workdir={workdir}"]
   proc = start(*args, "--config.log_every_steps=1")
   wait_for_line(proc, "step 3/")
-  proc.send_signal(signum)
+  proc.send_signal(signal.Signals[name])
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 75, err[-1500:]
   stopped = steps_saved(workdir)[-1]
-  assert 3 <= stopped < 40
+  assert 3 <= stopped < steps
   assert cli(*args).returncode == 0
-  for x, y in zip(params(straight), params(workdir), strict=True):
+  for x, y in zip(params(straight(steps)), params(workdir), strict=True):
     np.testing.assert_array_equal(x, y)
-  name = signal.Signals(signum).name
   record(
     f"{name} ({'scheduler preemption' if name == 'SIGTERM' else 'Ctrl-C'})",
-    f"`{name}` to the CLI process after step 3 of 40",
+    f"`{name}` to the CLI process after step 3 of {steps}",
     f"checkpoint at the next step ({stopped}), exit 75; the rerun is bit-identical to an "
     "uninterrupted run",
     "0",
   )
 
 
-def test_kill_9_then_resume_is_bit_identical_and_logs_are_clean(straight, tmp_path):
+@pytest.mark.parametrize(
+  "steps,kill_after", [(12, (8,)), pytest.param(40, (12, 28), marks=slow)], ids=["once", "twice"]
+)
+def test_kill_9_then_resume_is_bit_identical_and_logs_are_clean(
+  steps, kill_after, straight, tmp_path
+):
   workdir = tmp_path / "run"
-  args = [*DIGITS, "--config.num_train_steps=40", f"--workdir={workdir}"]
-  for kill_after in ("step 12/", "step 28/"):
+  args = [*DIGITS, f"--config.num_train_steps={steps}", f"--workdir={workdir}"]
+  for step in kill_after:
     proc = start(*args)
-    wait_for_line(proc, kill_after)
+    wait_for_line(proc, f"step {step}/")
     proc.kill()
     proc.wait()
   last = steps_saved(workdir)[-1]
+  assert last < steps
   assert cli(*args).returncode == 0
-  assert_same_run(straight, workdir)
+  assert_same_run(straight(steps), workdir)
   record(
-    "`kill -9` mid-run, twice",
-    "SIGKILL after the log rows of steps 12 and 28 of 40",
+    f"`kill -9` mid-run, {'twice' if len(kill_after) == 2 else 'once'}",
+    f"SIGKILL after the log rows of steps {' and '.join(map(str, kill_after))} of {steps}",
     "rerun resumes from the newest checkpoint; parameters and metrics.jsonl identical to an "
     "uninterrupted run (rows after the checkpoint are rewritten, not repeated)",
-    f"the steps since the last checkpoint (here {28 - last} of 4 at most), recomputed",
+    f"the steps since the last checkpoint (here {kill_after[-1] - last} of 4 at most), recomputed",
   )
 
 
+@slow
 def test_halt_off_a_log_step_and_a_finished_rerun_add_no_rows(straight, tmp_path):
   workdir = tmp_path / "run"
   args = [*DIGITS, "--config.num_train_steps=40", f"--workdir={workdir}"]
@@ -150,7 +175,7 @@ def test_halt_off_a_log_step_and_a_finished_rerun_add_no_rows(straight, tmp_path
   assert cli(*args).returncode == 0
   again = cli(*args)
   assert again.returncode == 0 and "Already finished" in again.stdout
-  assert_same_run(straight, workdir)
+  assert_same_run(straight(40), workdir)
   record(
     "halt off a log step; rerun of a finished run",
     "`--halt_after_steps=6` with logs every 4 steps, then the same command twice",
@@ -160,6 +185,7 @@ def test_halt_off_a_log_step_and_a_finished_rerun_add_no_rows(straight, tmp_path
   )
 
 
+@slow
 def test_non_finite_loss_is_never_saved(tmp_path):
   workdir = tmp_path / "run"
   args = [*DIGITS, "--config.num_train_steps=40", f"--workdir={workdir}"]
@@ -180,6 +206,7 @@ def test_non_finite_loss_is_never_saved(tmp_path):
   )
 
 
+@slow
 def test_config_drift_is_refused_before_anything_is_written(tmp_path):
   workdir = tmp_path / "run"
   args = [*DIGITS, "--config.num_train_steps=8", f"--workdir={workdir}"]
@@ -208,25 +235,43 @@ def test_config_drift_is_refused_before_anything_is_written(tmp_path):
   )
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path):
+# How the newest checkpoint's files are damaged, and the reliability table's words for it.
+DAMAGE = {
+  "truncated": "cut every file of the newest checkpoint (step 8) to half its length",
+  "garbage": "overwrite every file of the newest checkpoint (step 8) with garbage",
+}
+
+
+@pytest.mark.parametrize("damage", ["truncated", pytest.param("garbage", marks=slow)])
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(damage, tmp_path):
   workdir = tmp_path / "run"
   args = [*DIGITS, "--config.num_train_steps=12", f"--workdir={workdir}"]
   assert cli(*args, "--halt_after_steps=8").returncode == 0
   assert steps_saved(workdir)[-2:] == [4, 8]
+  damaged = 0
   for root, _, files in os.walk(workdir / "checkpoints" / "8" / "state"):
     for name in files:
-      (open(os.path.join(root, name), "wb")).write(b"\x00garbage")
+      path = os.path.join(root, name)
+      if damage == "truncated":
+        damaged += os.path.getsize(path) > 1
+        os.truncate(path, os.path.getsize(path) // 2)
+      else:
+        damaged += 1
+        (open(path, "wb")).write(b"\x00garbage")
+  assert damaged > 0
   out = cli(*args)
   assert out.returncode == 0, out.stderr[-1500:]
   assert "checkpoint step 8 is unreadable" in out.stdout and "at step 4" in out.stdout
+  assert steps_saved(workdir)[-1] == 12
   record(
-    "corrupt newest checkpoint",
-    "overwrite every file of the newest checkpoint (step 8) with garbage",
+    "corrupt newest checkpoint" if damage == "garbage" else "truncated newest checkpoint",
+    DAMAGE[damage],
     "one warning line; resumes from the newest readable one (step 4) and finishes",
     "4 (recomputed)",
   )
 
 
+@slow
 def test_failing_checkpoint_write_is_one_line_and_keeps_the_last_good(tmp_path):
   workdir = tmp_path / "run"
   args = [*DIGITS, "--config.num_train_steps=12", f"--workdir={workdir}"]
@@ -271,6 +316,7 @@ BAD_INPUT = {
 }
 
 
+@slow
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_values_are_one_line_before_the_workdir_exists(case, tmp_path):
   extra, key = BAD_INPUT[case]
@@ -281,6 +327,7 @@ def test_bad_values_are_one_line_before_the_workdir_exists(case, tmp_path):
   record(f"bad value: {case}", f"`{' '.join(extra)}`", f"exit 2, one line naming `{key}`", "-")
 
 
+@slow
 def test_bad_paths_and_corrupt_data_are_one_line(tmp_path, mnist_path):
   for workdir, needle in (("", "--workdir is empty"), ("/etc/hostname/x", "which is a file")):
     out = cli(*DIGITS, f"--workdir={workdir}")
@@ -301,6 +348,7 @@ def test_bad_paths_and_corrupt_data_are_one_line(tmp_path, mnist_path):
   )
 
 
+@slow
 def test_help_exits_zero_and_distributed_without_a_cluster_is_one_line(tmp_path):
   out = cli("--help")
   assert out.returncode == 0 and "--allow_config_change" in out.stdout

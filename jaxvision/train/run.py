@@ -55,6 +55,7 @@ class Run:
     self._elapsed_before = 0.0  # seconds spent by earlier runs in this workdir
     self.saved_window = None
     self._reference_norm = (float("inf"), 0)  # (norm, step) of the state last saved or restored
+    self._save_failed = False
     if jax.process_index() == 0:  # the workdir describes itself (load_run reads it)
       workdir_lib.write_json(
         workdir_lib.config_path(workdir), json.loads(config.to_json_best_effort())
@@ -152,6 +153,7 @@ class Run:
       self.checkpointer.save(step, global_state, meta)
       self._reference_norm = (norm, step)
     except Exception as e:  # disk full, permissions (orbax raises several types): say what is safe
+      self._save_failed = True
       text = str(e)
       if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in text:
         reason = "No space left on device"
@@ -170,6 +172,8 @@ class Run:
     return f"nothing after it was saved: the newest checkpoint is step {latest}"
 
   def close(self) -> None:
+    if self._save_failed:  # the process is ending on that error: closing Orbax's writers now
+      return  # would only add their threads' tracebacks (a full disk) to its one line
     self.checkpointer.close()
 
 

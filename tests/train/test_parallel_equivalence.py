@@ -4,11 +4,13 @@ counts and strategies.
 
 The default suite proves it on tiny models a few steps long, none needing downloaded data: a CNN
 with batch norm on the 8x8 digits, the LSTM on MNIST-1D through the scanned multi-step path, and
-the DCGAN with batch norm in both networks on the digits. CNN A with and without batch norm on
-the offline MNIST digits are the slow forms.
+the DCGAN with batch norm in both networks on the digits; the CNN halted on 1 device finishes
+under pmap. CNN A with and without batch norm on the offline MNIST digits, the other restore
+directions and the bit-identical pmap resume are the slow forms.
 """
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -43,6 +45,10 @@ def cnn_config(name, mnist_path):
   config.data.batch_size, config.data.eval_batch_size = 64, 1000
   config.model = models.model_config(name)
   config.augment.max_shift = 2  # per-example randomness must match across strategies too
+  # The strategies' arithmetic, not the recipe's: label smoothing flattens the batch-norm offsets'
+  # near-zero gradients further, so reduction-order rounding dominates them (8e-3 relative).
+  config.label_smoothing = 0.0
+  config.augment.update(rotate=0.0, scale=0.0)
   return _sgd(config) if config.model.name.endswith("_bn") else config
 
 
@@ -80,16 +86,16 @@ def _params(workdir, keys):
   return [np.asarray(x) for k in keys for x in jax.tree.leaves(state[k])]
 
 
-def _assert_close(a, b):
-  """All parameters agree to 1e-5 relative (in norm over the model), and every tensor to 1e-3
+def _assert_close(a, b, rtol=1e-5, atol=1e-9):
+  """All parameters agree to `rtol` relative (in norm over the model), and every tensor to 1e-3
   of its own norm. The batch-norm offsets of the first layers are small sums of ~40,000
   gradient terms with heavy cancellation: float32 rounding of another reduction order (one
   device or eight, any strategy) moves them by up to ~5e-4 of their size, while a missing
   cross-device mean moves them by O(1)."""
   total = sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b, strict=True)) ** 0.5
-  assert total <= 1e-5 * sum(float(np.sum(y**2)) for y in b) ** 0.5
+  assert total <= rtol * sum(float(np.sum(y**2)) for y in b) ** 0.5
   for x, y in zip(a, b, strict=True):
-    assert np.linalg.norm(x - y) <= 1e-3 * np.linalg.norm(y) + 1e-9, np.abs(x - y).max()
+    assert np.linalg.norm(x - y) <= 1e-3 * np.linalg.norm(y) + atol, np.abs(x - y).max()
 
 
 def _train(config, workdir, num_devices, strategy, halt=None):
@@ -98,15 +104,15 @@ def _train(config, workdir, num_devices, strategy, halt=None):
   return trainer.train_and_evaluate(config, str(workdir), loop.Options(halt_after_steps=halt))
 
 
-def _assert_topologies_agree(config, keys, tmp_path):
+def _assert_topologies_agree(config, keys, tmp_path, rtol=1e-5, atol=1e-9):
   results = []
   for num_devices, strategy in TOPOLOGIES:
     workdir = tmp_path / f"{num_devices}_{strategy}"
     outcome = _train(config, workdir, num_devices, strategy)
     assert (outcome.status, outcome.step) == ("finished", config.num_train_steps)
     results.append(_params(workdir, keys))
-  _assert_close(results[0], results[1])
-  _assert_close(results[0], results[2])
+  _assert_close(results[0], results[1], rtol, atol)
+  _assert_close(results[0], results[2], rtol, atol)
 
 
 # name: (config, the state's parameter collections compared)
@@ -117,36 +123,71 @@ CASES = {
 }
 
 
+def _case_config(case):
+  config = CASES[case][0]()
+  config.evaluators = ml_collections.ConfigDict()  # parameters are compared: no evaluations
+  return config
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """`straight(case, topology)`: the workdir of the case's uninterrupted run on that topology
+  (run once, shared by the tests below)."""
+  workdirs = {}
+
+  def run(case, topology):
+    if (case, topology) not in workdirs:
+      config = _case_config(case)
+      workdir = tmp_path_factory.mktemp(case) / "{}_{}".format(*topology)
+      outcome = _train(config, workdir, *topology)
+      assert (outcome.status, outcome.step) == ("finished", config.num_train_steps)
+      workdirs[case, topology] = workdir
+    return workdirs[case, topology]
+
+  return run
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_one_device_jit_and_pmap_agree(case, tmp_path):
-  make_config, keys = CASES[case]
-  _assert_topologies_agree(make_config(), keys, tmp_path)
+def test_one_device_jit_and_pmap_agree(case, straight):
+  keys = CASES[case][1]
+  one, *eight = [_params(straight(case, topology), keys) for topology in TOPOLOGIES]
+  for other in eight:
+    _assert_close(one, other)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["cnn_a", "cnn_a_bn"])
 def test_cnn_a_on_mnist_one_device_jit_and_pmap_agree(name, tmp_path, mnist_path):
   keys = ["params", "batch_stats"] if name.endswith("_bn") else ["params"]
-  _assert_topologies_agree(cnn_config(name, mnist_path), keys, tmp_path)
+  # CNN A with batch norm: 1.8e-4 relative between 1 and 8 devices on a 2-core Intel Xeon (the
+  # same on the code before core v3), where XLA:CPU splits the statistics' reductions otherwise
+  # than on the AMD EPYC that measured 1e-5: the first layers' offsets (norm ~4e-3 after 6 SGD
+  # steps) move by up to ~7e-5. A missing cross-device mean is O(1e-1) of every tensor.
+  bn = name.endswith("_bn")
+  config = cnn_config(name, mnist_path)
+  _assert_topologies_agree(config, keys, tmp_path, 5e-4 if bn else 1e-5, 2e-4 if bn else 1e-9)
 
 
 @pytest.mark.parametrize(
   "first,second",
-  [((0, "jit"), (1, "jit")), ((1, "jit"), (0, "pmap")), ((0, "pmap"), (0, "jit"))],
+  [
+    pytest.param((0, "jit"), (1, "jit"), marks=pytest.mark.slow),
+    ((1, "jit"), (0, "pmap")),
+    pytest.param((0, "pmap"), (0, "jit"), marks=pytest.mark.slow),
+  ],
   ids=["8jit->1", "1->8pmap", "8pmap->8jit"],
 )
-def test_checkpoints_restore_across_devices_and_strategies(first, second, tmp_path):
-  config = _short(digits_cnn.get_config(), steps=8)
-  config.model.dropout_rate = 0.0  # dropout masks differ per device under pmap by design
-  config.checkpoint.every_steps = 4
-  straight = tmp_path / "straight"
-  _train(config, straight, *first)
+def test_checkpoints_restore_across_devices_and_strategies(first, second, straight, tmp_path):
+  """Halted on one topology and finished on another: the CNN with batch norm (its statistics
+  restore too) ends where an uninterrupted run on the first topology does."""
+  config, keys = _case_config("cnn_bn"), CASES["cnn_bn"][1]
   moved = tmp_path / "moved"
-  assert _train(config, moved, *first, halt=4).status == "halted"
+  assert _train(config, moved, *first, halt=2).status == "halted"
   assert _train(config, moved, *second).status == "finished"
-  _assert_close(_params(straight, ["params"]), _params(moved, ["params"]))
+  _assert_close(_params(straight("cnn_bn", first), keys), _params(moved, keys))
 
 
+@pytest.mark.slow
 def test_pmap_resume_on_the_same_topology_is_bit_identical(tmp_path):
   config = _short(digits_cnn.get_config(), steps=8)
   config.checkpoint.every_steps = 4
