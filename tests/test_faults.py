@@ -191,17 +191,23 @@ def test_non_finite_loss_is_never_saved(tmp_path):
   args = [*DIGITS, "--config.num_train_steps=40", f"--workdir={workdir}"]
   out = cli(*args, "--config.optimizer.learning_rate=1e8", "--config.checkpoint.every_steps=1")
   line = one_line_error(out)
-  assert out.returncode == 1 and "non-finite" in line
-  bad_step = int(line.split(" at step ")[1].split(";")[0])
+  # Adam's first step at this rate already diverges: caught as a non-finite metric, or (finite
+  # yet) as a state whose norm grew more than checkpoint.max_norm_growth since the last save.
+  assert out.returncode == 1 and ("non-finite" in line or "norm grew" in line), line
+  bad_step = int(line.split(" at step ")[-1].split(",")[0].split(";")[0])
   saved = steps_saved(workdir)
-  assert saved and saved[-1] < bad_step
-  state, _ = restore_latest(str(workdir))
-  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+  assert all(step < bad_step for step in saved)
+  expected = f"the newest checkpoint is step {saved[-1]}" if saved else "no checkpoint was saved"
+  assert expected in line, line
+  if saved:
+    state, _ = restore_latest(str(workdir))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
   record(
     "divergence (non-finite loss)",
     "`--config.optimizer.learning_rate=1e8`, checkpoints every step",
-    f"stops at step {bad_step} with one line naming the loss and step; every loss is checked "
-    "before each save, so checkpoints hold only finite states and no good one is rotated out",
+    f"stops at step {bad_step} with one line naming what diverged (a non-finite metric, or a "
+    "state norm jump) and what was saved; only finite states within the norm bound are saved, "
+    "so no good checkpoint is rotated out",
     "the diverged steps (by design)",
   )
 
