@@ -27,13 +27,18 @@ from ml_collections import config_flags
 EXIT_ERROR, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 75
 
 
-class StoppedBeforeTraining(BaseException):
-  """SIGTERM or SIGINT before the training loop took over its signals (start-up: imports, data,
-  compiling): nothing to checkpoint yet; like KeyboardInterrupt, not an Exception."""
-
-
 def _stop_before_training(signum, frame):
-  raise StoppedBeforeTraining(signal.Signals(signum).name)
+  """Nothing to save yet: say so and exit at once (an exception raised here could be swallowed
+  by whatever the interpreter is running, e.g. a garbage-collection callback)."""
+  del frame
+  name = signal.Signals(signum).name
+  print(
+    f"{name}: stopped during start-up, before any step; nothing to save. Rerun the same command "
+    "to start.",
+    file=sys.stderr,
+    flush=True,
+  )
+  os._exit(EXIT_PREEMPTED)
 
 
 def install_startup_handlers() -> None:
@@ -195,13 +200,5 @@ def main(argv):
 
 if __name__ == "__main__":
   install_startup_handlers()  # before the heavy imports that loading a config file starts
-  try:
-    _define_flags()
-    app.run(main, flags_parser=parse_flags)
-  except StoppedBeforeTraining as stop:
-    print(
-      f"{stop.args[0]}: stopped during start-up, before any step; nothing to save. Rerun the "
-      "same command to start.",
-      file=sys.stderr,
-    )
-    os._exit(EXIT_PREEMPTED)
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)
