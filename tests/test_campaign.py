@@ -106,6 +106,7 @@ def test_a_bad_campaign_file_is_one_line(tmp_path):
   assert done.stderr.strip().count("\n") == 0 and "not found" in done.stderr
 
 
+@pytest.mark.slow  # ~35 s of CLI runs; CI runs it in its slow phase
 def test_the_campaign_runs_resumes_and_refuses_a_changed_recipe(tmp_path):
   if not os.path.isdir(_mnist_dir()):
     pytest.skip(f"offline MNIST not found at {_mnist_dir()}")

@@ -60,6 +60,7 @@ def test_load_run_predicts_what_the_evaluator_scored(classifier_run):
     run.predict("generate")
 
 
+@pytest.mark.slow  # 20-30 s; the classifier case runs by default
 def test_a_gan_run_is_scored_by_an_evaluator_given_on_the_command_line(classifier_run, tmp_path):
   clf, _ = classifier_run
   config = tiny_digits_gan_config()
@@ -83,6 +84,7 @@ def test_a_gan_run_is_scored_by_an_evaluator_given_on_the_command_line(classifie
   assert (tmp_path / "samples" / "step_2.png").is_file()
 
 
+@pytest.mark.slow  # 20-30 s; the classifier case runs by default
 def test_a_video_run_reevaluates_to_its_recorded_numbers(tmp_path, mnist_path):
   del mnist_path  # skips without the offline digits
   outcome = trainer.train_and_evaluate(tiny_video_config(steps=4), str(tmp_path))

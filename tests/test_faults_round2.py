@@ -133,6 +133,7 @@ def test_divergence_stops_at_the_first_non_finite_metric_saying_what_was_saved(t
   )
 
 
+@pytest.mark.slow  # ~18 s; test_faults' divergence case runs by default
 def test_a_diverged_but_finite_state_never_rotates_a_good_checkpoint_out(tmp_path):
   workdir = tmp_path / "run"
   args = [*DIGITS, "--config.num_train_steps=8", "--config.checkpoint.every_steps=1"]

@@ -69,6 +69,7 @@ def run_cli(*args, cwd=REPO):
   )
 
 
+@pytest.mark.slow  # ~18 s; the CLI fault tests' cheap forms cover resume and SIGTERM by default
 def test_cli_overrides_results_and_resume(tmp_path):
   workdir = tmp_path / "run"
   args = [
@@ -156,6 +157,7 @@ def test_offline_mnist_loss_decreases(tmp_path, mnist_path):
   assert train[-1]["train_loss"] < 0.6 * train[0]["train_loss"]
 
 
+@pytest.mark.slow  # ~18 s; the CLI fault tests' cheap forms cover resume and SIGTERM by default
 def test_resume_is_identical_to_uninterrupted_run(tmp_path):
   config = small_digits_config(steps=20)
   trainer.train_and_evaluate(config, str(tmp_path / "straight"))
@@ -265,6 +267,7 @@ def test_any_non_finite_metric_fails_fast_naming_the_first_step():
     scanned.fetch()
 
 
+@pytest.mark.slow  # ~18 s; the CLI fault tests' cheap forms cover resume and SIGTERM by default
 def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path, monkeypatch):
   """A run that gets SIGTERM mid-training (off a log step) stops with a checkpoint, status
   "preempted"; rerunning finishes it with exactly the parameters and log of an uninterrupted run.

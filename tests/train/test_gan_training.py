@@ -72,6 +72,7 @@ def test_steps_change_both_networks_and_keep_losses_finite(tmp_path):
   assert int(new.step) == 4
 
 
+@pytest.mark.slow  # ~90 s; the GAN's cheap forms: loop contract, equivalence, evaluate
 def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
   # a quick classifier on the same data provides the features of the metrics
   clf = digits_cnn.get_config()

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from experiments import mnist1d_rnn, seed_lstm, seqmnist_lstm
 from jaxvision.train import loop, trainer
 from tests.train.test_classifier import assert_same_params, read_jsonl
@@ -17,6 +19,7 @@ def _short(config, steps):
   return config
 
 
+@pytest.mark.slow  # 20-45 s; RNN steps are covered by the loop contract's scanned RNN
 def test_gru_on_mnist1d_sequences_reduces_loss(tmp_path):
   config = _short(mnist1d_rnn.get_config("gru"), 80)
   config.model.hidden_size = 32
@@ -27,6 +30,7 @@ def test_gru_on_mnist1d_sequences_reduces_loss(tmp_path):
   assert train[-1]["train_loss"] < 0.8 * train[0]["train_loss"]
 
 
+@pytest.mark.slow  # 20-45 s; RNN steps are covered by the loop contract's scanned RNN
 def test_sequential_mnist_lstm_reduces_loss(tmp_path, mnist_path):
   config = _short(seqmnist_lstm.get_config("idx"), 60)
   config.data.data_dir = str(mnist_path)
@@ -38,6 +42,7 @@ def test_sequential_mnist_lstm_reduces_loss(tmp_path, mnist_path):
   assert train[-1]["train_loss"] < 0.7 * train[0]["train_loss"]
 
 
+@pytest.mark.slow  # 20-45 s; RNN steps are covered by the loop contract's scanned RNN
 def test_seed_lstm_resume_is_identical(tmp_path):
   config = _short(seed_lstm.get_config(), 20)
   config.data.num_train, config.data.num_eval = 1024, 256
