@@ -229,10 +229,12 @@ class PmapStrategy(Strategy):
 
     def call(*args):
       # pmap fixes in_axes per arity. XLA options reach only an explicitly compiled executable,
-      # which is specific to its arguments' shapes: then one per arity and shapes.
+      # which is specific to its arguments' shapes: then one per arity and batch shapes.
       signature = len(args)
-      if compiler_options:
-        signature = (signature, jax.tree.structure(args), tuple(map(_shape, jax.tree.leaves(args))))
+      if compiler_options:  # the state's and keys' shapes are fixed: the batches' decide
+        batches = [a for i, a in enumerate(args) if i in batch_args]
+        leaves, tree = jax.tree.flatten(batches)
+        signature = (signature, tree, tuple(map(_shape, leaves)))
       if signature not in cache:
         mapped = jax.pmap(
           fn,
