@@ -14,6 +14,7 @@ rotation never drops a good checkpoint for a bad one.
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -32,6 +33,7 @@ CHECKPOINT_DEFAULTS = dict(
   # 0 turns the check off.
   max_norm_growth=1000.0,
 )
+META_ITEM, META_FILE = "meta", "metadata"  # <step>/meta/metadata: Orbax's JsonSave of the meta
 
 
 def checkpoint_config(**overrides) -> ml_collections.ConfigDict:
@@ -185,20 +187,34 @@ def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
 
 
 def read_meta(directory: str) -> tuple[int, dict]:
-  """(step, meta) of the newest checkpoint in `directory` whose meta reads, without its state."""
-  manager = ocp.CheckpointManager(
-    os.path.abspath(directory), item_handlers={"meta": ocp.JsonCheckpointHandler()}
-  )
-  try:
-    for step in sorted(manager.all_steps(), reverse=True):
-      try:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-      except Exception:  # a damaged checkpoint: the next older one
-        continue
+  """(step, meta) of the newest checkpoint in `directory` whose meta reads, without its state.
+
+  Reads the JSON file itself rather than through a `CheckpointManager`: it runs on one process
+  of a multi-host run at a time (e.g. when config.json is missing), and a manager's collectives
+  would meet another process's different ones. Orbax renames a checkpoint's folder to its step
+  only once complete, so only folders named by a number are read.
+
+  Raises:
+    FileNotFoundError: no checkpoint in `directory` has a readable meta.
+  """
+  steps = sorted((int(n) for n in _listdir(directory) if n.isdigit()), reverse=True)
+  for step in steps:
+    path = os.path.join(directory, str(step), META_ITEM, META_FILE)
+    try:
+      with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    except (OSError, ValueError):  # a damaged checkpoint: the next older one
+      continue
+    if isinstance(meta, dict):
       return step, meta
-  finally:
-    manager.close()
-  raise FileNotFoundError(f"no readable checkpoint in {os.path.abspath(directory)}")
+  raise FileNotFoundError(f"no checkpoint in {directory} has a readable record")
+
+
+def _listdir(directory: str) -> list[str]:
+  try:
+    return os.listdir(directory)
+  except FileNotFoundError:
+    return []
 
 
 def restore_latest(directory: str):

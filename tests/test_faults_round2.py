@@ -51,6 +51,23 @@ def test_restore_skips_and_deletes_a_checkpoint_that_fails_its_digest(tmp_path):
   reader.close()
 
 
+def test_read_meta_takes_the_newest_readable_record_without_a_manager(tmp_path, monkeypatch):
+  """What one process of a multi-host run reads alone (config.json missing): no Orbax manager,
+  whose collectives would meet another process's different ones; damaged records and unfinished
+  saves are passed over."""
+  saver = checkpoint.Checkpointer(str(tmp_path), every_steps=1, keep=5)
+  for step in (1, 2, 3):
+    saver.save(step, {"w": np.full(4, step, np.float32)}, {"step": step, "config": {"seed": 7}})
+  saver.close()
+  (tmp_path / "3" / checkpoint.META_ITEM / checkpoint.META_FILE).write_text("{not json")
+  (tmp_path / "4.orbax-checkpoint-tmp-1").mkdir()  # an interrupted save
+  monkeypatch.setattr(checkpoint.ocp, "CheckpointManager", None)  # any use of one fails
+  step, meta = checkpoint.read_meta(str(tmp_path))
+  assert (step, meta["step"], meta["config"]) == (2, 2, {"seed": 7})
+  with pytest.raises(FileNotFoundError):
+    checkpoint.read_meta(str(tmp_path / "missing"))
+
+
 @slow
 def test_a_silently_corrupted_newest_checkpoint_is_skipped(tmp_path):
   straight = tmp_path / "straight"
