@@ -3,9 +3,22 @@
 On a cluster (SLURM `srun`, a Cloud TPU pod) JAX finds the coordinator, the process count and
 this process's id in the environment, so `initialize()` takes no arguments there. Elsewhere the
 three are given explicitly; `./launch.sh -n N` starts N local processes that way.
+
+A process that dies (killed, its host lost) stops the others within `heartbeat_timeout_s`
+seconds (JAX's default: 100) with one line on stderr and exit status 1, instead of JAX's abort
+with a C++ stack trace: processes are started "recoverable", so the coordinator does not abort
+the survivors, and a watch thread polls it for live processes. If the lost process is process 0
+(which hosts the coordinator), JAX's client still aborts the others at once, with its own log.
+Every process then reruns the same command to resume from the newest checkpoint.
 """
 
 from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
 
 import jax
 
@@ -15,9 +28,29 @@ NO_CLUSTER = (
 )
 # Coordinator hosts that only local processes can reach: the coordinator listens there only.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+EXIT_PEER_LOST = 1
+EXIT_BARRIER_TIMEOUT_MS = 10 * 60 * 1000  # the slowest process's final evaluation and writes
+PEER_LOST = (
+  "error: this multi-host run lost a process ({why}); stopping this one too. Rerun every "
+  "process with the same command to resume from the newest checkpoint"
+)
 
 
-def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
+def _stop_on_peer_loss(why: str) -> None:
+  """One line, then exit at once: collectives with the lost process would block forever, and
+  interpreter shutdown would wait for it."""
+  why = (why.strip().splitlines() or ["no heartbeat"])[0][:160]
+  print(PEER_LOST.format(why=why), file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(EXIT_PEER_LOST)
+
+
+def initialize(
+  coordinator_address: str = "",
+  num_processes: int = 0,
+  process_id: int = -1,
+  heartbeat_timeout_s: int = 10,
+) -> None:
   """Calls jax.distributed.initialize(); must come before anything touches a JAX device.
 
   Cross-process collectives on CPU use gloo (TCP) unless another implementation was chosen
@@ -29,6 +62,7 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
       JAX_COORDINATOR_ADDRESS).
     num_processes: How many processes take part; 0 to detect it.
     process_id: This process's index in [0, num_processes); -1 to detect it.
+    heartbeat_timeout_s: A process silent this long counts as lost, and every other one stops.
 
   Raises:
     ValueError: No cluster environment was detected and the missing values were not given
@@ -49,6 +83,11 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
     kwargs["num_processes"] = num_processes
   if process_id >= 0:
     kwargs["process_id"] = process_id
+  if heartbeat_timeout_s <= 0:
+    raise ValueError(f"heartbeat_timeout_s={heartbeat_timeout_s} must be positive")
+  kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout_s
+  # Recoverable: a lost process is reported to _watch_peers, not turned into an abort of all.
+  jax.config.update("jax_enable_recoverability", True)
   try:
     jax.distributed.initialize(**kwargs)
   except ValueError as e:
@@ -57,3 +96,53 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
     if "defined" in str(e):
       raise ValueError(NO_CLUSTER) from e
     raise
+  from jax._src import distributed as jax_distributed
+
+  client = jax_distributed.global_state.client
+  closing = threading.Event()
+  threading.Thread(
+    target=_watch_peers,
+    args=(client, jax.process_count(), closing),
+    name="jaxvision-peer-watch",
+    daemon=True,
+  ).start()
+  # Runs before JAX's own exit handler (registered earlier, at import).
+  atexit.register(_leave_together, client, closing)
+
+
+def _leave_together(client, closing: threading.Event) -> None:
+  """The exit order recoverable processes need (JAX's shutdown barrier skips them): all meet;
+  the others disconnect while the coordinator still serves them; process 0, which hosts it,
+  ends last."""
+  count, me = jax.process_count(), jax.process_index()
+  try:
+    client.wait_at_barrier("jaxvision_exit", EXIT_BARRIER_TIMEOUT_MS)
+  except Exception:  # a process is gone: the watch has said so, or will
+    return
+  closing.set()
+  if me != 0:
+    jax.distributed.shutdown()
+    return
+  deadline = time.monotonic() + 30
+  while time.monotonic() < deadline:
+    try:
+      if set(client.get_live_nodes(list(range(count)))) <= {0}:
+        return
+    except Exception:
+      return
+    time.sleep(0.05)
+
+
+def _watch_peers(client, count: int, closing: threading.Event) -> None:
+  """Polls the coordinator each second for live processes; a lost one (or the coordinator)
+  stops this process, until the run ends (`closing`)."""
+  while not closing.wait(1.0):
+    try:
+      live = client.get_live_nodes(list(range(count)))
+    except Exception as e:  # the coordinator itself is gone
+      if closing.is_set():
+        return
+      _stop_on_peer_loss(f"the coordinator is unreachable: {e}")
+    if len(live) < count and not closing.is_set():
+      lost = sorted(set(range(count)) - set(live))
+      _stop_on_peer_loss(f"process {', '.join(map(str, lost))} stopped sending heartbeats")

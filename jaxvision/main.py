@@ -7,7 +7,7 @@ changed in a way that changes the computation; `--allow_config_change` overrides
 
 Every error a user can cause is one line on stderr naming the fix (`--verbosity=1` adds the
 traceback). Exit status: 0 finished (or halted by `--halt_after_steps`), 1 an error of the run
-or its environment, 2 a usage or config error (bad arguments, out-of-range values; nothing is
+or its environment (a lost process of a multi-host run included), 2 a usage or config error (bad arguments, out-of-range values; nothing is
 written), 75 (EX_TEMPFAIL) stopped early by SIGTERM or Ctrl-C: with a checkpoint saved once
 training has started, or during start-up before any step; rerun to continue.
 """
@@ -76,6 +76,13 @@ def _define_flags() -> None:
   flags.DEFINE_string("coordinator_address", "", "With --jax_distributed: host:port of process 0.")
   flags.DEFINE_integer("num_processes", 0, "With --jax_distributed: the number of processes.")
   flags.DEFINE_integer("process_id", -1, "With --jax_distributed: this process's index.")
+  flags.DEFINE_integer(
+    "heartbeat_timeout_s",
+    10,
+    "With --jax_distributed: a process silent this many seconds counts as lost; the others then "
+    "stop with one line (exit 1), to be rerun together.",
+    lower_bound=1,
+  )
 
 
 def _config_error(argv: list[str], error: Exception) -> str:
@@ -140,7 +147,9 @@ def run(argv) -> int:
 
   parallel.ensure_cpu_threads()
   if FLAGS.jax_distributed:
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    distributed.initialize(
+      FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.heartbeat_timeout_s
+    )
   config = FLAGS.config
   options = loop.Options(
     halt_after_steps=FLAGS.halt_after_steps,

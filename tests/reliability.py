@@ -57,7 +57,8 @@ def render(rows: list[dict], summary: str) -> str:
   lines += [
     "",
     "Exit status of `python -m jaxvision.main`: 0 finished (or halted by `--halt_after_steps`),",
-    "1 an error (one line on stderr; `--verbosity=1` adds the traceback), 2 a usage or config",
+    "1 an error, or a lost process of a multi-host run (one line on stderr; `--verbosity=1`",
+    "adds the traceback), 2 a usage or config",
     "error, 75 (EX_TEMPFAIL) stopped by SIGTERM or Ctrl-C with a checkpoint saved: requeue or",
     "rerun the same command to continue.",
   ]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -95,18 +96,11 @@ def test_srun_two_processes_equal_one(one_process, slurm_cluster, tmp_path):  # 
   _check_same(one_process, workdir)
 
 
-def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
-  """A preemption notice reaching one host stops every host at the same step, with one joint
-  checkpoint, and both exit 75; the rerun finishes."""
-  workdir = tmp_path / "run"
+def _start_two(args: list[str], *flags: str) -> list[subprocess.Popen]:
+  """Two `--jax_distributed` processes x 4 CPU devices with an explicit coordinator (no
+  launcher), their output piped."""
   port = free_port()
-  args = [
-    *ARGS,
-    "--config.num_train_steps=60",
-    "--config.log_every_steps=1",
-    f"--workdir={workdir}",
-  ]
-  procs = [
+  return [
     subprocess.Popen(
       [
         sys.executable,
@@ -118,6 +112,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
         f"--coordinator_address=127.0.0.1:{port}",
         "--num_processes=2",
         f"--process_id={i}",
+        *flags,
       ],
       cwd=REPO,
       env=_env(4),
@@ -127,6 +122,19 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
     )  # fmt: skip
     for i in range(2)
   ]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  """A preemption notice reaching one host stops every host at the same step, with one joint
+  checkpoint, and both exit 75; the rerun finishes."""
+  workdir = tmp_path / "run"
+  args = [
+    *ARGS,
+    "--config.num_train_steps=60",
+    "--config.log_every_steps=1",
+    f"--workdir={workdir}",
+  ]
+  procs = _start_two(args)
   try:
     for line in procs[0].stdout:  # process 0 writes the progress lines
       if line.startswith("step 3/"):
@@ -179,4 +187,42 @@ def test_sigterm_to_launch_sh_checkpoints_and_exits_75(tmp_path):
     "`SIGTERM` to `./launch.sh -n 2` after step 3",
     f"both processes save one joint checkpoint (step {step}) and exit 75; launch.sh exits 75",
     "0",
+  )
+
+
+def test_a_killed_process_stops_the_other_within_the_heartbeat_with_one_line(tmp_path):
+  """No launcher to stop the others: the survivor notices the lost process through the
+  coordinator's heartbeats (--heartbeat_timeout_s) and ends with one line, exit 1; the rerun
+  resumes from the last checkpoint."""
+  workdir = tmp_path / "run"
+  args = [*ARGS, "--config.num_train_steps=400", "--config.log_every_steps=1",
+          "--config.checkpoint.every_steps=2", f"--workdir={workdir}"]  # fmt: skip
+  procs = _start_two(args, "--heartbeat_timeout_s=5")
+  try:
+    for line in procs[0].stdout:
+      if line.startswith("step 5/"):
+        break
+    procs[1].kill()
+    killed = time.monotonic()
+    code = procs[0].wait(timeout=120)
+    seconds = time.monotonic() - killed
+  finally:
+    for p in procs:
+      p.kill()
+  stderr = procs[0].stderr.read()
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert code == 1 and seconds < 30, (code, seconds, stderr[-2000:])
+  assert len(errors) == 1 and "lost a process (process 1 " in errors[0], stderr[-2000:]
+  assert not any(s in stderr for s in ("Traceback", "Check failure", "Fatal")), stderr[-2000:]
+  step, _ = _params(workdir)
+  assert step >= 4
+  record(
+    "multi-host: a process killed, no launcher",
+    "`kill -9` to process 1 of 2 `--jax_distributed` processes (explicit coordinator, "
+    "`--heartbeat_timeout_s=5`) after step 5",
+    f"process 0 stops {seconds:.0f} s later with one line naming the lost process, exit 1 "
+    f"(JAX's default: an abort with a C++ stack trace after 100 s); checkpoint step {step} "
+    "stays the newest, to resume from. Losing process 0 (the coordinator's host) still ends the "
+    "others with JAX's own abort",
+    "since the last checkpoint (every 2 here)",
   )
