@@ -7,9 +7,10 @@ changed in a way that changes the computation; `--allow_config_change` overrides
 
 Every error a user can cause is one line on stderr naming the fix (`--verbosity=1` adds the
 traceback). Exit status: 0 finished (or halted by `--halt_after_steps`), 1 an error of the run
-or its environment (a lost process of a multi-host run included), 2 a usage or config error (bad arguments, out-of-range values; nothing is
-written), 75 (EX_TEMPFAIL) stopped early by SIGTERM or Ctrl-C: with a checkpoint saved once
-training has started, or during start-up before any step; rerun to continue.
+or its environment (a lost process of a multi-host run included), 2 a usage or config error
+(bad arguments, out-of-range values; nothing is written), 75 (EX_TEMPFAIL) stopped early by
+SIGTERM or Ctrl-C: with a checkpoint saved once training has started, or during start-up before
+any step; rerun to continue.
 """
 
 from __future__ import annotations

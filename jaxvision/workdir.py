@@ -80,19 +80,24 @@ def write_json(path: str, record: dict) -> None:
     raise
 
 
-# Config keys that may differ on resume: they change when and what is logged, evaluated or saved,
-# or the device layout (checkpoints restore onto any topology), not what is computed.
-RESUMABLE_CHANGES = (
+# Config keys that change when things are logged, evaluated or saved, or where data is read
+# from, never a run's numbers: runs differing only in them are one point of a result table.
+BOOKKEEPING_KEYS = (
   "log_every_steps",
   "eval_every_steps",
   "checkpoint.",
-  "evaluators.",
-  "parallel.",
   "xla.",
   "data.eval_batch_size",
   "data.data_dir",
   "steps_per_call",
 )
+# Config keys that may differ on resume: those, what is evaluated, and the device layout
+# (checkpoints restore onto any topology).
+RESUMABLE_CHANGES = (*BOOKKEEPING_KEYS, "evaluators.", "parallel.")
+
+
+def is_bookkeeping(key: str) -> bool:
+  return any(key.startswith(prefix) for prefix in BOOKKEEPING_KEYS)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

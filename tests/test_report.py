@@ -138,6 +138,19 @@ def test_replicate_axes_include_folds_unless_told_otherwise(tmp_path):
   ]
 
 
+def test_runs_differing_only_in_bookkeeping_keys_are_one_point(tmp_path):
+  """A checkpoint cadence, a check added later (absent in older runs) or the data folder do not
+  change a run's numbers: they never split a point; a learning rate does."""
+  records = [_record(seed, 0.1, _final(0.9 + 0.01 * seed, 0.1)) for seed in (0, 1, 2)]
+  records[1]["config"]["checkpoint"] = {"every_steps": 5, "max_norm_growth": 1000.0}
+  records[2]["config"]["data"] = {"data_dir": "/elsewhere"}
+  other = _record(0, 0.2, _final(0.5, 0.1))
+  paths = [_write(tmp_path / str(i), r) for i, r in enumerate([*records, other])]
+  groups = report.group_runs(report.load_runs(paths)[0])
+  assert [len(g.runs) for g in groups] == [3, 1]
+  assert [g.label for g in groups] == ["optimizer.learning_rate=0.1", "optimizer.learning_rate=0.2"]
+
+
 def test_formats():
   assert report.format_metric(0.98765, None, "percent") == "98.77%"
   assert report.format_metric(0.5, 0.0123, "percent") == "50.00 ± 1.23%"

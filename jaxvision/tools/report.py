@@ -33,6 +33,8 @@ import statistics
 import sys
 import tempfile
 
+from jaxvision.workdir import is_bookkeeping
+
 DEFAULT_OVER = ("seed", "data.fold")
 FORMATS = ("percent", "float", "int")
 
@@ -227,7 +229,9 @@ def group_runs(runs, over=DEFAULT_OVER) -> list[Group]:
   """
   groups: dict = {}
   for run in runs:
-    settings = {k: v for k, v in run_settings(run).items() if k not in over}
+    settings = {
+      k: v for k, v in run_settings(run).items() if k not in over and not is_bookkeeping(k)
+    }
     config_file = run.get("config_file") or experiment_of(run).partition(":")[0]
     key = (config_file, tuple(sorted(settings.items(), key=lambda kv: kv[0])))
     group = groups.setdefault(key, Group(config_file, settings, []))
