@@ -1,17 +1,20 @@
 """Next-frame prediction (trainer "video"): `train_step`, `predict`, `train_and_evaluate`.
 
 A clip batch is {"inputs": the whole clip [B, T, H, W, C] in [0, 1], "targets": its last P frames
-[B, P, H, W, C]} (`jaxvision.data.moving_mnist`, task "predict"). Training is teacher-forced: the
-predictor reads the true previous frame at every step and one pass gives every predicted frame;
-evaluation rolls the model out freely from the T - P context frames (`predict`), so it never sees
-the frames it is scored on. The loss is a per-frame mean ("bce": binary cross-entropy of the
+[B, P, H, W, C]} (`jaxvision.data.moving_mnist`, task "predict"). Training is teacher-forced
+(`teacher_forcing=True`: the predictor reads the true previous frame at every step) or free
+running (False: after the T - P context frames it reads the sigmoid of its own previous output,
+as at evaluation, and the loss is backpropagated through that feedback). Evaluation always rolls
+the model out freely from the context frames (`predict`), so it never sees the frames it is
+scored on. The loss is a per-frame mean ("bce": binary cross-entropy of the
 logits, pixels as soft targets; "mse": squared error of the sigmoid pixels) over the P target
 frames and the batch.
 
 Video *classification* needs no Task of its own: its batches are {"inputs", "targets"} class
 ids, so `jaxvision.tasks.classification` trains the registry's `video_classifier` on them.
 
-Config keys read beyond the shared ones: `loss` ("bce" | "mse"), `model` (a `FramePredictor`
+Config keys read beyond the shared ones: `loss` ("bce" | "mse"), `teacher_forcing` (bool,
+default True), `model` (a `FramePredictor`
 preset, e.g. "convlstm_predictor"), `optimizer`, `schedule`, `data` (a "moving_mnist" source with
 task "predict"), `evaluators` (e.g. type "video_prediction").
 """
@@ -52,9 +55,10 @@ def train_step(
   *,
   learning_rate_fn,
   loss: str = "bce",
+  teacher_forcing: bool = True,
   axis_name: str | None = None,
 ):
-  """One teacher-forced optimizer step on a clip batch.
+  """One optimizer step on a clip batch, teacher-forced or free running.
 
   Args:
     state: the train state (donated by the caller's compiled step).
@@ -64,6 +68,8 @@ def train_step(
       every trainer's step has the same signature (and a stochastic variant needs no new plumbing).
     learning_rate_fn: the schedule, logged as `learning_rate`.
     loss: "bce" or "mse" (see `frame_loss`), averaged over frames and clips.
+    teacher_forcing: feed the true previous frames (True) or, after the context, the model's own
+      predictions, as the evaluation rollout does (False).
     axis_name: the device axis under pmap (gradients and metrics are averaged over it; every
       device holds the same number of clips, so that is the global mean); None under jit.
 
@@ -76,7 +82,11 @@ def train_step(
 
   def loss_fn(params):
     logits = state.apply_fn(
-      {"params": params}, clips, train=True, num_predict=num_predict, teacher_forcing=True
+      {"params": params},
+      clips,
+      train=True,
+      num_predict=num_predict,
+      teacher_forcing=teacher_forcing,
     )  # [B, P, H, W, C]
     return frame_loss(logits, targets, loss).mean()
 
@@ -110,6 +120,8 @@ def validate(config, strategy) -> None:
   optim.validate(config.optimizer, "optimizer")
   if config.loss not in LOSSES:
     raise ConfigError(f"config.loss={config.loss!r} unknown; expected one of {LOSSES}")
+  if not isinstance(config.get("teacher_forcing", True), bool):
+    raise ConfigError(f"config.teacher_forcing={config.teacher_forcing!r} must be True or False")
   if config.data.source != "moving_mnist" or config.data.task != "predict":
     raise ConfigError(
       "the video trainer needs config.data.source='moving_mnist' with task='predict' "
@@ -140,6 +152,7 @@ class Task(base.Task):
       key,
       learning_rate_fn=self.schedule,
       loss=self.config.loss,
+      teacher_forcing=self.config.get("teacher_forcing", True),
       axis_name=axis_name,
     )
 

@@ -266,3 +266,27 @@ def test_video_classification_runs_on_the_classifier_trainer(variant, tmp_path, 
   state, _ = restore_latest(str(tmp_path))
   kernel = state["params"]["encoder"]["Conv_0"]["kernel"]
   assert kernel.shape == (3, 3, 1, 4)
+
+
+def test_free_running_training_is_scored_on_what_the_rollout_predicts():
+  """teacher_forcing=False trains on the evaluation's own rollout: the step's loss is the loss
+  of `predict`'s logits; teacher forcing gives another loss and other gradients."""
+  config = tiny_config()
+  model = models.create_model(config.model)
+  tx = optim.create_optimizer(config.optimizer, config.schedule, 8)[0]
+  clips = jax.random.uniform(jax.random.key(1), (2, FRAMES, SIZE, SIZE, 1))
+  batch = {"inputs": clips, "targets": clips[:, OBSERVED:]}
+  state = video.create_train_state(model, tx, clips[:1], jax.random.key(0))
+  rollout_loss = video.frame_loss(video.predict(state, batch), batch["targets"], "bce").mean()
+  steps = {
+    forced: video.train_step(
+      state, batch, jax.random.key(2), learning_rate_fn=lambda s: 0.1, teacher_forcing=forced
+    )
+    for forced in (False, True)
+  }
+  np.testing.assert_allclose(steps[False][1]["train_loss"], rollout_loss, rtol=1e-6)
+  assert abs(float(steps[True][1]["train_loss"]) - float(rollout_loss)) > 1e-4
+  assert not np.allclose(steps[True][1]["grad_norm"], steps[False][1]["grad_norm"])
+  config.teacher_forcing = "no"
+  with pytest.raises(ValueError, match="config.teacher_forcing='no' must be True or False"):
+    video.validate(config, None)
