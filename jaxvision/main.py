@@ -103,7 +103,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(0)
   try:
     rest = FLAGS(argv)
-    FLAGS.config.keys()  # a failed load is deferred to first use: surface it now
+    if FLAGS.config is not None:
+      FLAGS.config.keys()  # a failed load is deferred to first use: surface it now
   except flags.Error as e:
     lines = [line for line in str(e).splitlines() if line.strip()]
     # A failing get_config arrives as the flag's name followed by a traceback: keep both ends.

@@ -31,6 +31,7 @@ def cli(*args, **kwargs):
   "args, needle",
   [
     ((DIGITS,), "--config and --workdir are required"),
+    (("--workdir=w",), "--config and --workdir are required"),
     ((DIGITS, "--workdir=w", "stray"), "unexpected arguments: stray"),
     ((DIGITS, "--workdir="), "--workdir is empty"),
     ((DIGITS, "--workdir=/etc/hostname/x"), "which is a file"),
