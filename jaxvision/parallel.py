@@ -168,17 +168,19 @@ class Strategy:
     return state
 
   def place_batch(self, batch, batch_axis: int = 0):
-    """Splits a global batch (the same numpy arrays on every host) along `batch_axis`.
+    """Splits a global batch (the same numpy arrays on every host) along `batch_axis`: each
+    host contributes only its own rows (`host_rows`), so this also works across hosts."""
+    local = jax.tree.map(lambda x: _process_rows(x, batch_axis), batch)
+    return self.place_local_batch(local, batch_axis)
 
-    Each host contributes only its own slice, so this also works across hosts.
-    """
+  def place_local_batch(self, local_batch, batch_axis: int = 0):
+    """Places this host's rows of a global batch (`host_rows` of it, built by this host alone)
+    as one global array sharded along `batch_axis`."""
     spec = P(*([None] * batch_axis), DATA_AXIS)
     sharding = NamedSharding(self.mesh, spec)
     return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(
-        sharding, _process_rows(x, batch_axis), x.shape
-      ),
-      batch,
+      lambda x: jax.make_array_from_process_local_data(sharding, x, _global_shape(x, batch_axis)),
+      local_batch,
     )
 
   def fetch(self, tree):
@@ -256,18 +258,18 @@ class PmapStrategy(Strategy):
   def global_state(self, state):
     return jax.tree.map(self._to_global, state)
 
-  def place_batch(self, batch, batch_axis: int = 0):
+  def place_local_batch(self, local_batch, batch_axis: int = 0):
     n = self.num_devices
 
-    def put(x):  # [..., B, ...] -> [devices, ..., B / devices, ...]
-      local = _process_rows(x, batch_axis)  # this host's rows
+    def put(local):  # this host's [..., B / hosts, ...] -> [devices, ..., B / devices, ...]
+      local = np.asarray(local)
       n_local = n // jax.process_count()
       shape = local.shape
       split = (*shape[:batch_axis], n_local, shape[batch_axis] // n_local, *shape[batch_axis + 1 :])
       local = np.moveaxis(local.reshape(split), batch_axis, 0)
       return jax.make_array_from_process_local_data(self._stacked, local, (n, *local.shape[1:]))
 
-    return jax.tree.map(put, batch)
+    return jax.tree.map(put, local_batch)
 
   def fetch(self, tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(self._to_global(x))), tree)
@@ -284,13 +286,28 @@ def _shape(x) -> tuple:
   return (getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__)))
 
 
-def _process_rows(x: np.ndarray, batch_axis: int) -> np.ndarray:
-  """This host's contiguous share of a global batch's `batch_axis`."""
+def host_rows(batch_size: int) -> slice:
+  """This process's contiguous share of the rows of a global batch of `batch_size` (all of them
+  on one process): what it builds and places of every batch."""
   n, i = jax.process_count(), jax.process_index()
-  if n == 1:
-    return np.asarray(x)
-  rows = x.shape[batch_axis] // n
-  return np.take(x, np.arange(i * rows, (i + 1) * rows), axis=batch_axis)
+  rows = batch_size // n
+  return slice(i * rows, (i + 1) * rows)
+
+
+def _process_rows(x: np.ndarray, batch_axis: int) -> np.ndarray:
+  """This host's share (`host_rows`) of a global batch's `batch_axis`."""
+  x = np.asarray(x)
+  if jax.process_count() == 1:
+    return x
+  index = [slice(None)] * x.ndim
+  index[batch_axis] = host_rows(x.shape[batch_axis])
+  return x[tuple(index)]
+
+
+def _global_shape(local: np.ndarray, batch_axis: int) -> tuple:
+  shape = list(np.shape(local))
+  shape[batch_axis] *= jax.process_count()
+  return tuple(shape)
 
 
 def create_strategy(config) -> Strategy:

@@ -89,6 +89,7 @@ BOOKKEEPING_KEYS = (
   "xla.",
   "data.eval_batch_size",
   "data.data_dir",
+  "data.prefetch",
   "steps_per_call",
 )
 # Config keys that may differ on resume: those, what is evaluated, and the device layout

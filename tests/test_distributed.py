@@ -4,6 +4,7 @@ Each case runs JAX in fresh subprocesses (2 processes x 2 virtual CPU devices), 
 backend of the test process stays uninitialized and single-process.
 """
 
+import json
 import os
 import pathlib
 import socket
@@ -14,6 +15,7 @@ import time
 
 import pytest
 
+from jaxvision.data import BatchSampler
 from jaxvision.distributed import NO_CLUSTER
 from tests.cluster import slurm_cluster  # noqa: F401 (the fixture)
 from tests.conftest import REPO
@@ -194,3 +196,82 @@ def test_launch_n_passes_coordinates_and_stops_all_when_one_fails(tmp_path: path
   assert args[0][6] == args[1][6]
   with pytest.raises(ProcessLookupError):  # process 0 (the 60 s sleep) was stopped
     os.kill(int((tmp_path / "pid.0").read_text()), 0)
+
+
+# Each of 2 processes (2 devices each) builds the train batches of 4 steps through the trainer's
+# input, under both strategies, from a source that records which examples it is asked for.
+INPUT_PROGRAM = textwrap.dedent(
+  """\
+  import json
+  import sys
+
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  from jaxvision import data, distributed, parallel
+  from jaxvision.train import trainer
+
+  distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+  n = 64
+  source = data.ArraySource(inputs=np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+                            targets=np.arange(n))
+  read = []
+
+  class Counting:
+    def get(self, indices):
+      read.extend(int(i) for i in indices)
+      return source.get(indices)
+
+  sampler = data.BatchSampler(n, 16, seed=3)
+  same = True
+  for strategy in (parallel.Strategy(), parallel.PmapStrategy()):
+    make = trainer.host_batches(Counting(), sampler, strategy)
+    for step in range(4):
+      batch = make(step)
+      whole = strategy.fetch_rows(batch)
+      expected = source.get(sampler.indices(step))
+      same &= all(np.array_equal(whole[k], expected[k]) for k in expected)
+  print("RESULT " + json.dumps({"read": read, "same": bool(same)}), flush=True)
+  """
+)
+
+
+def test_each_process_reads_only_its_rows_of_every_train_batch(tmp_path):
+  """The global batch is assembled from the processes' shares: each reads 8 of the 16 examples
+  of a step, the two shares are disjoint and together the batch, which equals the one-process
+  batch (under jit and pmap)."""
+  program = tmp_path / "input.py"
+  program.write_text(INPUT_PROGRAM)
+  address = f"127.0.0.1:{free_port()}"
+  processes = [
+    subprocess.Popen(
+      [sys.executable, str(program), address, str(i)],
+      env=jax_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  try:
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  results = []
+  for process, output in zip(processes, outputs, strict=True):
+    assert process.returncode == 0, output
+    line = next(x for x in output.splitlines() if x.startswith("RESULT "))
+    results.append(json.loads(line.removeprefix("RESULT ")))
+  assert all(r["same"] for r in results)
+  sampler = BatchSampler(64, 16, seed=3)
+  for strategy in range(2):
+    for step in range(4):
+      shares = [
+        r["read"][(strategy * 4 + step) * 8 : (strategy * 4 + step + 1) * 8] for r in results
+      ]
+      assert len(shares[0]) == len(shares[1]) == 8
+      assert not set(shares[0]) & set(shares[1])
+      assert shares[0] + shares[1] == sampler.indices(step).tolist()
+  assert [len(r["read"]) for r in results] == [64, 64]  # 2 strategies x 4 steps x 8 rows each

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxvision.config_dict import block
 from jaxvision.data.base import ArraySource, Dataset, GeneratedSource
-from jaxvision.data.pipeline import BatchSampler, eval_batches
+from jaxvision.data.pipeline import BatchSampler, Prefetcher, eval_batches
 
 # source name -> module with `DEFAULTS` and `load(data_config) -> Dataset`; imported lazily so that
 # one source's dependencies (tfds, sklearn) are not loaded for another.
@@ -34,6 +34,7 @@ COMMON = dict(
   eval_batch_size=1000,
   layout="image",  # image | sequence (images as rows over time, e.g. sequential MNIST)
   shuffle_labels=False,  # permute the train targets: a control that must stay at chance
+  prefetch=2,  # train batches built ahead in a background thread (0: built between steps)
 )
 
 
@@ -83,6 +84,7 @@ def load_dataset(config) -> Dataset:
 __all__ = [
   "ArraySource",
   "BatchSampler",
+  "Prefetcher",
   "Dataset",
   "GeneratedSource",
   "SOURCES",

@@ -10,6 +10,7 @@ on device), the batches, and the loop (`jaxvision.train.loop`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -67,6 +68,13 @@ def train_steps(step_fn, state, data: dict, indices: jax.Array, key: jax.Array):
     return step_fn(state, batch, key)
 
   return jax.lax.scan(body, state, indices)
+
+
+def host_batches(source, sampler, strategy) -> Callable[[int], dict]:
+  """`step -> the global train batch of step`, of which this process reads and places only its
+  own rows (`parallel.host_rows`): no host builds another's share."""
+  rows = parallel.host_rows(sampler.batch_size)
+  return lambda step: strategy.place_local_batch(source.get(sampler.indices(step)[rows]))
 
 
 def create_evaluators(config, task, dataset, strategy, workdir: str, key) -> list:
@@ -137,6 +145,9 @@ def train_and_evaluate(
   )
   p_train_step = compile_(step_fn)
   sampler = data_lib.BatchSampler(len(dataset.train), config.data.batch_size, config.seed)
+  # With steps_per_call > 1 the train split is on device and batches are gathered there.
+  depth = config.data.get("prefetch", 0) if steps_per_call == 1 else 0
+  batches = data_lib.Prefetcher(host_batches(dataset.train, sampler, strategy), depth)
   if steps_per_call > 1:
     p_train_steps = compile_(
       functools.partial(train_steps, step_fn), state_args=(0, 1), batch_args=(2,)
@@ -145,9 +156,7 @@ def train_and_evaluate(
 
   def advance(state, step, k):
     if k == 1:
-      return p_train_step(
-        state, strategy.place_batch(sampler.batch(dataset.train, step)), train_key
-      )
+      return p_train_step(state, batches.get(step), train_key)
     indices = np.stack([sampler.indices(s) for s in range(step, step + k)])  # [K, B]
     return p_train_steps(state, device_data, strategy.place_batch(indices, 1), train_key)
 
@@ -156,4 +165,9 @@ def train_and_evaluate(
     provenance = {k: v for e in evaluators for k, v in e.provenance().items()}
     return {"dataset": dataset.description, **task.results(host), **provenance}
 
-  return loop.train(run, state, advance, evaluators, steps_per_call=steps_per_call, results=results)
+  try:
+    return loop.train(
+      run, state, advance, evaluators, steps_per_call=steps_per_call, results=results
+    )
+  finally:
+    batches.close()

@@ -1,11 +1,14 @@
-"""Batching is a pure function of (seed, step); eval covers every example once; augmentation."""
+"""Batching is a pure function of (seed, step); eval covers every example once; augmentation;
+prefetching gives exactly the synchronous batches."""
+
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvision.data import ArraySource, BatchSampler, eval_batches
+from jaxvision.data import ArraySource, BatchSampler, eval_batches, pipeline
 from jaxvision.data.augment import random_shift
 
 
@@ -105,3 +108,43 @@ def test_random_affine_rotates_scales_and_shears_each_image_on_its_own():
   np.testing.assert_allclose(np.asarray(rows), upright[..., 0], atol=1e-6)
   with pytest.raises(ValueError, match="expected images"):
     augment.random_affine(jax.random.key(0), jnp.zeros((2, 8)), rotate=5.0)
+
+
+def test_prefetcher_gives_exactly_the_synchronous_batches_and_follows_jumps():
+  calls = []
+
+  def make(step):
+    calls.append(step)
+    return {"step": step, "rows": np.full(3, step)}
+
+  batches = pipeline.Prefetcher(make, depth=2)
+  order = [0, 1, 2, 3, 7, 8, 2, 3]  # a resume or multi-step call jumps; the thread follows
+  got = [batches.get(s) for s in order]
+  batches.close()
+  assert [g["step"] for g in got] == order
+  assert all((g["rows"] == g["step"]).all() for g in got)
+  assert set(order) <= set(calls)
+  assert [pipeline.Prefetcher(make, depth=0).get(s)["step"] for s in (5, 1)] == [5, 1]
+  with pytest.raises(ValueError, match="depth must be >= 0"):
+    pipeline.Prefetcher(make, depth=-1)
+
+
+def test_prefetcher_builds_ahead_while_the_loop_waits_and_raises_at_the_failing_step():
+  started = threading.Event()
+
+  def make(step):
+    if step == 3:
+      raise OSError("disk gone at step 3")
+    if step == 2:
+      started.set()
+    return step
+
+  batches = pipeline.Prefetcher(make, depth=2)
+  assert batches.get(0) == 0
+  assert started.wait(5)  # step 2 was built before the loop asked for it
+  assert [batches.get(1), batches.get(2)] == [1, 2]
+  with pytest.raises(OSError, match="disk gone at step 3"):
+    batches.get(3)
+  assert batches.get(4) == 4  # the next get starts again
+  batches.close()
+  assert not any(t.name == "prefetch" for t in threading.enumerate())

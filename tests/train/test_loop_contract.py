@@ -130,7 +130,9 @@ def test_a_signal_saves_at_the_next_step_and_stops(name, signame, tmp_path, monk
 
   monkeypatch.setattr(pipeline.BatchSampler, "indices", indices)
   handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-  outcome = trainer.train_and_evaluate(make_config(), str(tmp_path))
+  config = make_config()
+  config.data.prefetch = 0  # batches built between steps: the signal lands before step 5
+  outcome = trainer.train_and_evaluate(config, str(tmp_path))
   # Stopped after the compiled call that ran step 5 (the RNN runs 2 steps per call).
   assert outcome.status == "preempted" and outcome.step == (6 if make_config is rnn_config else 5)
   assert _steps_saved(tmp_path)[-1] == outcome.step
