@@ -27,6 +27,15 @@ NOTES = [
   "A commit marked -dirty on rows from commits c3ff426 and b84f657: the campaign's own checkout "
   "had its generated RESULTS.md rewritten, no code change (since the commit that added this "
   "note, only changes to jaxvision/, experiments/ or pyproject.toml mark a run dirty).",
+  "Moving-MNIST prediction misses its target in substance: the MSE ratio reaches 2x only "
+  "because the rollouts blur into grey blobs by the last predicted frames (SSIM far below "
+  "copy-last's; docs/moving_mnist_convlstm_seed0.gif, observed | predicted | true). Tried: "
+  "teacher forcing (one earlier seed: MSE 1.82x below copy-last, SSIM 0.506) and free-running "
+  "training as evaluated (these rows, 2,000 steps: lower MSE, blurrier frames). Next to try: "
+  "longer training and a wider ConvLSTM, an output that starts from the last frame (a skip "
+  "or a predicted shift), a sharper loss.",
+  "The seed task's seed 1 started at commit b84f657 and resumed from its checkpoint at e5eabcb "
+  "(both commits shown).",
   "Wall times come from a shared 2-core machine that also ran other work (load average up to "
   "~9 during some runs): compare them only roughly; benchmarks/RESULTS.md has quiet timings.",
 ]
