@@ -51,20 +51,26 @@ class BatchSampler:
     return source.get(self.indices(step))
 
 
-def eval_batches(source: Source, batch_size: int):
+def eval_batches(source: Source, batch_size: int, rows: slice | None = None):
   """Yields the whole source in order, the last batch zero-padded to `batch_size`.
 
-  Every array is padded along its leading axis whatever its shape; `mask` [batch_size] is 1 on
-  real examples and 0 on padding, so evaluators sum over real examples only.
+  Every array is padded along its leading axis whatever its shape; `mask` is 1 on real examples
+  and 0 on padding, so evaluators sum over real examples only. With `rows` (a process's
+  `parallel.host_rows`), only those rows of each batch are read and yielded: the processes'
+  shares, concatenated, are the whole batches.
   """
   if batch_size <= 0:
     raise ValueError(f"eval batch size must be positive, got {batch_size}")
+  positions = np.arange(batch_size)[rows if rows is not None else slice(None)]
   n = len(source)
   for start in range(0, n, batch_size):
-    stop = min(start + batch_size, n)
-    batch = source.get(np.arange(start, stop))
-    pad = batch_size - (stop - start)
-    batch["mask"] = np.ones(stop - start, np.float32)
+    real = start + positions[start + positions < n]  # real examples come first in a batch
+    pad = len(positions) - len(real)
+    if len(real):
+      batch = source.get(real)
+    else:  # a share that is all padding: one example's shapes, zeroed
+      batch = {k: np.zeros_like(v[:0]) for k, v in source.get(np.arange(1)).items()}
+    batch["mask"] = np.ones(len(real), np.float32)
     if pad:
       batch = {
         k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()

@@ -110,8 +110,9 @@ class Evaluator:
 
   def run(self, state, step: int) -> dict:
     totals = None
-    for batch in data_lib.eval_batches(self._source, self._batch_size):
-      sums = self._step(state, self._strategy.place_batch(batch))
+    rows = parallel.host_rows(self._batch_size)  # this process reads its share only
+    for batch in data_lib.eval_batches(self._source, self._batch_size, rows):
+      sums = self._step(state, self._strategy.place_local_batch(batch))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = self._strategy.fetch(totals)
     mean = {k: float(v / totals["count"]) for k, v in totals.items() if k != "count"}

@@ -148,3 +148,38 @@ def test_prefetcher_builds_ahead_while_the_loop_waits_and_raises_at_the_failing_
   assert batches.get(4) == 4  # the next get starts again
   batches.close()
   assert not any(t.name == "prefetch" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+  "n", [10, 3]
+)  # 10: the last batch has an all-padding share; 3: the only one
+def test_eval_shares_read_only_their_rows_and_make_up_the_whole_batches(n):
+  source = ArraySource(
+    inputs=np.arange(n * 2, dtype=np.float32).reshape(n, 2), targets=np.arange(n)
+  )
+
+  class Counting:
+    def __init__(self):
+      self.reads = []
+
+    def __len__(self):
+      return n
+
+    def get(self, indices):
+      self.reads.append(np.asarray(indices).tolist())
+      return source.get(indices)
+
+  whole = list(eval_batches(source, 8))
+  hosts = [Counting(), Counting()]
+  shares = [list(eval_batches(h, 8, slice(4 * i, 4 * i + 4))) for i, h in enumerate(hosts)]
+  for batch, first, second in zip(whole, *shares, strict=True):
+    for key in batch:
+      np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), batch[key])
+  real = []
+  for host, batches in zip(hosts, shares, strict=True):
+    for read, batch in zip(host.reads, batches, strict=True):
+      if batch["mask"].any():
+        real += read
+      else:  # an all-padding share reads one example for its shapes, and yields zeros
+        assert read == [0] and not batch["inputs"].any()
+  assert sorted(real) == list(range(n))  # every example read once, by one host
