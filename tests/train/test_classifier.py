@@ -280,16 +280,17 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path, monkeypatch)
   config.log_every_steps = 20
   config.eval_every_steps = 60
   config.checkpoint.every_steps = 1000  # only the SIGTERM and the final step save
+  config.data.prefetch = 0  # batches built between steps: the signal lands before step 38
   trainer.train_and_evaluate(config, str(tmp_path / "straight"))
-  original = pipeline.BatchSampler.batch
+  original = pipeline.BatchSampler.indices
 
-  def batch(self, source, step):  # SIGTERM arrives while the batch of step 38 is prepared
+  def indices(self, step):  # SIGTERM arrives while the batch of step 38 is prepared
     if step == 37:
       os.kill(os.getpid(), signal.SIGTERM)
-    return original(self, source, step)
+    return original(self, step)
 
   with monkeypatch.context() as patch:
-    patch.setattr(pipeline.BatchSampler, "batch", batch)
+    patch.setattr(pipeline.BatchSampler, "indices", indices)
     preempted = trainer.train_and_evaluate(config, str(tmp_path / "preempted"))
   assert (preempted.status, preempted.step, preempted.final) == ("preempted", 38, {})
   assert not (tmp_path / "preempted" / "results.json").exists()
