@@ -87,7 +87,10 @@ def initialize(
     raise ValueError(f"heartbeat_timeout_s={heartbeat_timeout_s} must be positive")
   kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout_s
   # Recoverable: a lost process is reported to _watch_peers, not turned into an abort of all.
-  jax.config.update("jax_enable_recoverability", True)
+  # (JAX internals: where a version lacks them, JAX's own handling of a lost process stays.)
+  watch = hasattr(jax.config, "jax_enable_recoverability")
+  if watch:
+    jax.config.update("jax_enable_recoverability", True)
   try:
     jax.distributed.initialize(**kwargs)
   except ValueError as e:
@@ -98,7 +101,9 @@ def initialize(
     raise
   from jax._src import distributed as jax_distributed
 
-  client = jax_distributed.global_state.client
+  client = getattr(getattr(jax_distributed, "global_state", None), "client", None)
+  if not watch or client is None:
+    return
   closing = threading.Event()
   threading.Thread(
     target=_watch_peers,
