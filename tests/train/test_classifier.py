@@ -303,6 +303,20 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches(tmp_path, monkeypatch)
   )
 
 
+def test_prefetched_input_trains_bit_identically(tmp_path):
+  """Batches built ahead by the prefetch thread are the ones built between steps."""
+  for depth in (0, 3):
+    config = small_digits_config(steps=12)
+    config.data.prefetch = depth
+    trainer.train_and_evaluate(config, str(tmp_path / str(depth)))
+  assert_same_params(tmp_path / "0", tmp_path / "3")
+  assert read_jsonl(tmp_path / "0" / "metrics.jsonl") == read_jsonl(
+    tmp_path / "3" / "metrics.jsonl"
+  )
+  assert trainer.prefetch_depth(-1, 1) == (0 if jax.default_backend() == "cpu" else 2)
+  assert trainer.prefetch_depth(4, 25) == 0
+
+
 def test_results_record_the_commit_the_run_started_from(tmp_path, monkeypatch):
   commits = iter(["commit-at-start"] + ["commit-at-end"] * 10)
   monkeypatch.setattr(workdir_lib, "git_commit", lambda: next(commits))
