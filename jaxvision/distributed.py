@@ -29,7 +29,7 @@ NO_CLUSTER = (
 # Coordinator hosts that only local processes can reach: the coordinator listens there only.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 EXIT_PEER_LOST = 1
-EXIT_BARRIER_TIMEOUT_MS = 10 * 60 * 1000  # the slowest process's final evaluation and writes
+EXIT_BARRIER_TIMEOUT_MS = 5 * 60 * 1000  # as JAX's shutdown barrier: process 0's last writes
 PEER_LOST = (
   "error: this multi-host run lost a process ({why}); stopping this one too. Rerun every "
   "process with the same command to resume from the newest checkpoint"
