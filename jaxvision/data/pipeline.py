@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxvision.data.base import Batch, Source
+from jaxvision.data.base import Source
 
 
 class BatchSampler:
@@ -46,9 +46,6 @@ class BatchSampler:
     """The example indices of the global batch at `step`. Returns: [batch_size] int64."""
     epoch, i = divmod(step, self.steps_per_epoch)
     return self.permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
-
-  def batch(self, source: Source, step: int) -> Batch:
-    return source.get(self.indices(step))
 
 
 def eval_batches(source: Source, batch_size: int, rows: slice | None = None):
