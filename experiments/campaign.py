@@ -47,6 +47,7 @@ def get_campaign():
   offline = "Offline MNIST, 5-fold cross-validation"
   seed_task = "The seeds' 3 x LSTM(64) on the marked-sum task, and its shuffled-label control"
   motion = "Moving-MNIST motion classification, and the single-frame control"
+  gan_ablation = "DCGAN on offline MNIST: each small-data option alone (3,000 steps, seed 0)"
   return [
     # MNIST-1D, generated: the paper's table (>= 3 seeds each).
     Sweep("experiments/mnist1d_baselines.py:logistic", published="32%", table=mnist1d),
@@ -66,4 +67,6 @@ def get_campaign():
     Sweep("experiments/seed_lstm.py:control", table=seed_task),
     # Moving-MNIST frame prediction against copy-last.
     Sweep("experiments/moving_mnist_convlstm.py"),
+    # DCGAN: the small-data ablation (its metrics use fold 4's CNN A, trained above).
+    Sweep("experiments/mnist_dcgan.py:idx_ablation", table=gan_ablation),
   ]

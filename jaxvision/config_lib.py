@@ -86,6 +86,7 @@ def gan_base_config() -> ml_collections.ConfigDict:
       ema_start_step=0,  # the EMA copies the weights until this step, then averages
       augment="",  # DiffAugment policy for every image D sees, e.g. "translation,cutout"
       r1_gamma=0.0,  # R1 penalty weight on real images (0: off)
+      r1_every=1,  # lazy R1 (StyleGAN2): on every k-th step, weighted by k
       conditional=False,  # class labels into G and a projection D ("make a 7")
       generator=models.model_config("dcgan_generator"),
       discriminator=models.model_config("dcgan_discriminator"),

@@ -8,12 +8,14 @@ mostly the random initialisation) is what evaluation samples from. Everything li
 
 Small-data options (config keys): `augment` (DiffAugment policy applied alike to real and generated
 images the discriminator sees, e.g. "translation,cutout"), `r1_gamma` (R1 gradient penalty on real
-images), spectral normalisation and dropout of D (`discriminator.spectral_norm`,
-`discriminator.dropout_rate`), and `conditional` (labels into G and a projection D).
+images; `r1_every` > 1 makes it lazy), spectral normalisation and dropout of D
+(`discriminator.spectral_norm`, `discriminator.dropout_rate`), and `conditional` (labels into G
+and a projection D).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -113,6 +115,7 @@ def train_step(
   ema_start_step: int = 0,
   augment: str = "",
   r1_gamma: float = 0.0,
+  r1_every: int = 1,
   conditional: bool = False,
   num_classes: int = 0,
   axis_name: str | None = None,
@@ -131,6 +134,10 @@ def train_step(
     augment: DiffAugment policy ("" none), applied to every image the discriminator sees, real
       or generated, in both updates (the generator learns through it: it is differentiable).
     r1_gamma: weight of the R1 penalty (gamma / 2 * E||grad_x D(x)||^2 on real images); 0: off.
+    r1_every: lazy R1 (StyleGAN2): the penalty, weighted by r1_every, only on the steps that are
+      multiples of it (1: every step); between them the discriminator step skips the double
+      backward. The "r1" metric is the penalty times r1_every on those steps and 0 between, so
+      its mean over a log window is the mean penalty.
     conditional: labels [B] (batch["targets"]) condition D on real images; generated images get
       labels drawn uniformly from `num_classes`.
     num_classes: the number of classes (conditional only).
@@ -160,17 +167,18 @@ def train_step(
   # Discriminator: real and generated batches pass separately (own batch statistics).
   fake, _ = _apply(state.g_apply, state.g_params, state.g_batch_stats, z, *fake_labels, train=True)
 
-  def d_objective(d_params):
+  def d_objective(d_params, with_r1):
     def d_real(x):
       return _apply(
         state.d_apply, d_params, state.d_batch_stats, x, *real_labels, train=True, rng=d_drop
       )
 
     real_in = aug(aug_keys[0], real)
-    if r1_gamma > 0:
+    if with_r1:
       r1, (real_logits, stats) = gan_losses.r1_penalty(d_real, real_in, has_aux=True)
+      r1 = r1 * r1_every
     else:
-      (real_logits, stats), r1 = d_real(real_in), 0.0
+      (real_logits, stats), r1 = d_real(real_in), jnp.zeros((), jnp.float32)
     fake_in = aug(aug_keys[1], jax.lax.stop_gradient(fake))
     fake_logits, stats = _apply(
       state.d_apply, d_params, stats, fake_in, *fake_labels, train=True, rng=d_drop
@@ -178,9 +186,16 @@ def train_step(
     d_loss = d_loss_fn(real_logits, fake_logits, loss)
     return d_loss + 0.5 * r1_gamma * r1, (stats, real_logits, fake_logits, d_loss, r1)
 
-  (_, (d_stats, real_logits, fake_logits, d_loss, r1)), d_grads = jax.value_and_grad(
-    d_objective, has_aux=True
-  )(state.d_params)
+  def d_grad(with_r1):
+    return lambda d_params: jax.value_and_grad(
+      functools.partial(d_objective, with_r1=with_r1), has_aux=True
+    )(d_params)
+
+  if r1_gamma > 0 and r1_every > 1:  # lazy R1: the double backward on every r1_every-th step
+    d_out = jax.lax.cond(state.step % r1_every == 0, d_grad(True), d_grad(False), state.d_params)
+  else:
+    d_out = d_grad(r1_gamma > 0)(state.d_params)
+  (_, (d_stats, real_logits, fake_logits, d_loss, r1)), d_grads = d_out
   d_grads = parallel.pmean(d_grads, axis_name)
   d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
   d_params = optax.apply_updates(state.d_params, d_updates)
@@ -251,6 +266,8 @@ def validate(config, strategy) -> None:
     raise ConfigError(f"config.z_dim={config.z_dim} must be positive")
   if config.r1_gamma < 0:
     raise ConfigError(f"config.r1_gamma={config.r1_gamma} must be >= 0")
+  if config.r1_every < 1:
+    raise ConfigError(f"config.r1_every={config.r1_every} must be >= 1 (1: R1 on every step)")
   try:
     diffaugment.diff_augment(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), config.augment)
   except ValueError as e:
@@ -300,6 +317,7 @@ class Task(base.Task):
       ema_start_step=config.ema_start_step,
       augment=config.augment,
       r1_gamma=config.r1_gamma,
+      r1_every=config.r1_every,
       conditional=config.conditional,
       num_classes=self.num_classes,
       axis_name=axis_name,

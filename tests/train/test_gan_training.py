@@ -72,6 +72,41 @@ def test_steps_change_both_networks_and_keep_losses_finite(tmp_path):
   assert int(new.step) == 4
 
 
+def test_lazy_r1_is_r1_weighted_by_its_interval_on_its_steps_and_off_between():
+  config = digits_gan_config()
+  config.discriminator.batch_norm = False  # R1 wants a D that treats images independently
+  generator, discriminator = gan.create_models(config, (8, 8, 1))
+  from jaxvision import optim
+
+  tx, _ = optim.create_optimizer(config.g_optimizer, config.schedule, 10)
+  state = gan.create_gan_state(generator, discriminator, tx, tx, 16, (8, 8, 1), jax.random.key(0))
+  real = {"inputs": np.random.default_rng(0).uniform(-1, 1, (64, 8, 8, 1)).astype(np.float32)}
+  common = dict(z_dim=16, loss="non_saturating", ema_decay=0.9)
+
+  def step(state, **options):
+    return jax.jit(lambda s, b, k: gan.train_step(s, b, k, **common, **options))(
+      state, real, jax.random.key(1)
+    )
+
+  def assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+  lazy, lazy_metrics = step(state, r1_gamma=0.5, r1_every=4)  # step 0: R1, weight 4 x 0.5
+  eager, eager_metrics = step(state, r1_gamma=2.0)
+  plain, _ = step(state)
+  assert_same(lazy.d_params, eager.d_params)
+  np.testing.assert_allclose(lazy_metrics["r1"], 4 * eager_metrics["r1"], rtol=1e-5)
+  assert any(
+    not np.allclose(x, y)
+    for x, y in zip(jax.tree.leaves(lazy.d_params), jax.tree.leaves(plain.d_params), strict=True)
+  )
+  lazy2, lazy2_metrics = step(lazy, r1_gamma=0.5, r1_every=4)  # step 1: no R1
+  plain2, _ = step(lazy)
+  assert_same(lazy2.d_params, plain2.d_params)
+  assert float(lazy2_metrics["r1"]) == 0.0
+
+
 @pytest.mark.slow  # ~90 s; the GAN's cheap forms: loop contract, equivalence, evaluate
 def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
   # a quick classifier on the same data provides the features of the metrics
