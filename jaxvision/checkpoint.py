@@ -113,12 +113,14 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def restore(self, abstract_state):
+  def restore(self, abstract_state, max_step: int | None = None):
     """Restores the newest readable checkpoint onto the shardings of `abstract_state`.
 
     Args:
       abstract_state: pytree of `jax.ShapeDtypeStruct` (with `sharding`), e.g. from
         `jax.eval_shape`; fixes the structure, dtypes and placement of what is restored.
+      max_step: restore no checkpoint after this step (members resume at their common step);
+        newer ones are deleted, as unreadable ones are.
 
     Returns:
       (state, meta), or None when there is no checkpoint.
@@ -128,6 +130,10 @@ class Checkpointer:
         workdir of another model), naming the directory.
     """
     steps = sorted(self._manager.all_steps(), reverse=True)
+    if max_step is not None:
+      for newer in [s for s in steps if s > max_step]:
+        self._manager.delete(newer)
+      steps = [s for s in steps if s <= max_step]
     errors = []
     for step in steps:
       try:

@@ -36,6 +36,14 @@ def classification_evaluators() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"eval": dict(type="classification", pred="predict")})
 
 
+def members_config() -> dict:
+  """The members keys (`jaxvision.train.members`): K models in one program, each its own run."""
+  return dict(
+    members="",  # e.g. "seed=0:5" or "optimizer.learning_rate=1e-3,3e-3;seed=0,1" ("": one run)
+    members_impl="auto",  # auto | vmap | unroll: how one program steps every member
+  )
+
+
 def base_config(**overrides) -> ml_collections.ConfigDict:
   """Keys every classifier experiment has; experiments set `data`, `model`, `optimizer`, ..."""
   config = ml_collections.ConfigDict(
@@ -57,6 +65,7 @@ def base_config(**overrides) -> ml_collections.ConfigDict:
       # device); 1 is the plain per-step loop. Same results either way; faster only where
       # dispatch dominates (see benchmarks/RESULTS.md): on XLA:CPU scanned conv steps are slower.
       steps_per_call=1,
+      **members_config(),
       xla=xla.xla_config(),
       data=data_lib.data_config("mnist1d"),
       model=models.model_config("cnn_a"),
@@ -107,6 +116,7 @@ def gan_base_config() -> ml_collections.ConfigDict:
         }
       ),
       parallel=parallel.parallel_config(),
+      **members_config(),
       xla=xla.xla_config(),
       checkpoint=checkpoint.checkpoint_config(),
     )

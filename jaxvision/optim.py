@@ -39,30 +39,34 @@ def validate(opt: ml_collections.ConfigDict, where: str = "optimizer") -> None:
     raise ConfigError(f"config.{where}.learning_rate={opt.learning_rate} must be > 0")
 
 
-def create_schedule(config, learning_rate: float, total_steps: int) -> optax.Schedule:
-  """The learning rate at each step, from `config.schedule`."""
+def create_schedule(config, learning_rate, total_steps: int) -> optax.Schedule:
+  """The learning rate at each step, from `config.schedule`: `learning_rate` times the
+  schedule's shape (its value at a peak of 1), so the peak may be a traced value (members that
+  differ in learning rate share one program) and is exactly the same computation when not."""
   if config.warmup_steps < 0 or config.warmup_steps > total_steps:
     raise ConfigError(
       f"config.schedule.warmup_steps={config.warmup_steps} not in [0, {total_steps}] "
       "(config.num_train_steps): lower the warm-up or train longer"
     )
+  shape = _schedule_shape(config, total_steps)
+  return lambda count: learning_rate * shape(count)
+
+
+def _schedule_shape(config, total_steps: int) -> optax.Schedule:
   if config.name == "constant":
     if not config.warmup_steps:
-      return optax.constant_schedule(learning_rate)
+      return optax.constant_schedule(1.0)
     return optax.join_schedules(
-      [
-        optax.linear_schedule(0.0, learning_rate, config.warmup_steps),
-        optax.constant_schedule(learning_rate),
-      ],
+      [optax.linear_schedule(0.0, 1.0, config.warmup_steps), optax.constant_schedule(1.0)],
       [config.warmup_steps],
     )
   if config.name == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(
       init_value=0.0,
-      peak_value=learning_rate,
+      peak_value=1.0,
       warmup_steps=config.warmup_steps,
       decay_steps=total_steps,
-      end_value=learning_rate * config.end_factor,
+      end_value=config.end_factor,
     )
   raise ConfigError(f"unknown schedule {config.name!r}; expected constant or warmup_cosine")
 

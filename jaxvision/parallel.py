@@ -193,6 +193,11 @@ class Strategy:
       return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
 
+  def member(self, tree, index: int):
+    """Member `index` of a placed tree with a leading members axis (`train.members`), placed
+    as a state of one member."""
+    return jax.tree.map(lambda x: x[index], tree)
+
   def step(self, state) -> int:
     """`state.step` as a Python int (one device-to-host transfer)."""
     return int(jax.device_get(self.global_state_step(state)))
@@ -273,6 +278,9 @@ class PmapStrategy(Strategy):
 
   def fetch(self, tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(self._to_global(x))), tree)
+
+  def member(self, tree, index: int):
+    return jax.tree.map(lambda x: x[:, index], tree)  # [devices, K, ...] -> [devices, ...]
 
   def fetch_rows(self, tree):
     rows = super().fetch_rows(tree)  # [n, B / n, ...] -> [B, ...]

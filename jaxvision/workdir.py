@@ -91,6 +91,7 @@ BOOKKEEPING_KEYS = (
   "data.data_dir",
   "data.prefetch",
   "steps_per_call",
+  "members_impl",
 )
 # Config keys that may differ on resume: those, what is evaluated, and the device layout
 # (checkpoints restore onto any topology).

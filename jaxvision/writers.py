@@ -59,14 +59,15 @@ def _duration(seconds: float) -> str:
 class ProgressWriter:
   """One line per write: step, metrics, steps/s since the last write, and ETA."""
 
-  def __init__(self, total_steps: int, stream=None):
+  def __init__(self, total_steps: int, stream=None, label: str = ""):
     self._total = total_steps
+    self._label = f"{label} " if label else ""
     self._stream = stream or sys.stdout
     self._last = None  # (step, time) at the previous train write
 
   def write(self, step: int, scalars: dict, *, window: bool = False) -> None:
     now = time.perf_counter()
-    line = f"step {step}/{self._total}"
+    line = f"{self._label}step {step}/{self._total}"
     if window:  # a training window: its rate and the time left
       if self._last is not None and step > self._last[0]:
         rate = (step - self._last[0]) / (now - self._last[1])
@@ -96,14 +97,15 @@ class MultiWriter:
       w.close()
 
 
-def create_writer(workdir: str, total_steps: int) -> MultiWriter:
-  """Progress on stdout, `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb`; on
-  processes other than 0, a writer that writes nothing."""
+def create_writer(workdir: str, total_steps: int, label: str = "") -> MultiWriter:
+  """Progress on stdout (each line starting with `label`, e.g. a member's name),
+  `<workdir>/metrics.jsonl` and TensorBoard events in `<workdir>/tb`; on processes other than 0,
+  a writer that writes nothing."""
   if jax.process_index() != 0:
     return MultiWriter([])
   return MultiWriter(
     [
-      ProgressWriter(total_steps),
+      ProgressWriter(total_steps, label=label),
       JsonlWriter(workdir_lib.metrics_path(workdir)),
       TensorBoardWriter(workdir_lib.tensorboard_dir(workdir)),
     ]

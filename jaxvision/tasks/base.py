@@ -72,6 +72,12 @@ class Task:
     `fold_in(key, state.step)`; `axis_name` is the device axis under pmap (None under jit)."""
     raise NotImplementedError
 
+  def with_optimizers(self, state):
+    """`state` with this Task's optimizers in its static fields (e.g. `tx`) in place of those it
+    was made with: how members that differ in learning rate share one step
+    (`jaxvision.train.members`)."""
+    raise NotImplementedError
+
   def predict_fns(self) -> dict[str, Callable]:
     """Named pure functions `fn(state, batch)` for evaluators and tools (e.g. "predict")."""
     raise NotImplementedError

@@ -323,6 +323,9 @@ class Task(base.Task):
       axis_name=axis_name,
     )
 
+  def with_optimizers(self, state):
+    return state.replace(g_tx=self.g_tx, d_tx=self.d_tx)
+
   def predict_fns(self) -> dict:
     def make(use_ema):
       return lambda state, batch: generate(

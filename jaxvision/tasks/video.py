@@ -156,6 +156,9 @@ class Task(base.Task):
       axis_name=axis_name,
     )
 
+  def with_optimizers(self, state):
+    return state.replace(tx=self.tx)
+
   def predict_fns(self) -> dict:
     return {"predict": predict}
 

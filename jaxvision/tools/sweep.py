@@ -238,7 +238,7 @@ def _load_experiment(path: str):
   return module
 
 
-def _set_dotted(config, key: str, value, where: str) -> None:
+def set_dotted(config, key: str, value, where: str) -> None:
   """Sets `config.<key> = value` on a locked ConfigDict, as the command line would."""
   *parents, leaf = key.split(".")
   node = config
@@ -297,7 +297,7 @@ def load_points(config_arg: str, axes=()) -> tuple[list[dict], object, list]:
     checked = copy.deepcopy(config)
     for key, value in point.items():
       if key != "_name":
-        _set_dotted(checked, key, value, where)
+        set_dotted(checked, key, value, where)
     resolved.append(json.loads(checked.to_json_best_effort()))
     name = point_name(point)
     if name in names:

@@ -25,19 +25,28 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxvision import workdir as workdir_lib
 from jaxvision import writers
 from jaxvision.evaluators import common as evaluators_lib
 from jaxvision.train.preemption import Signals, any_process
-from jaxvision.train.run import Options, Run, SaveError, truncate_log, write_results
+from jaxvision.train.run import (
+  Options,
+  Run,
+  SaveError,
+  truncate_log,
+  write_frozen,
+  write_results,
+)
 from jaxvision.train.window import Window
 
-__all__ = ["MAX_CALLS_AHEAD", "Options", "Outcome", "steps_this_call", "train"]
+__all__ = ["MAX_CALLS_AHEAD", "Members", "Options", "Outcome", "Track", "steps_this_call", "train"]
 
 # The most compiled calls dispatched ahead of the host: waiting for older ones bounds the queue
 # (XLA:CPU's client can deadlock when a device's launches queue up behind a collective; see
@@ -54,6 +63,31 @@ class Outcome:
   final: dict
 
 
+@dataclasses.dataclass
+class Track:
+  """One run the loop writes: its workdir bookkeeping, evaluators and extra results; `index`
+  is its place on the members axis of the state (None: the state is this run's own)."""
+
+  run: Run
+  evaluators: list
+  results: Callable[[Any], dict] = lambda state: {}
+  index: int | None = None
+  name: str = ""  # a member's name, printed with what happens to it
+  frozen: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Members:
+  """How the loop reads a members state (`jaxvision.train.members`): `view(state, index)` is one
+  member's placed state, `frozen_at(state)` each member's freezing step (-1: training) as numpy,
+  `freeze(state, index, step)` freezes one from the host."""
+
+  count: int
+  view: Callable[[Any, int], Any]
+  frozen_at: Callable[[Any], Any]
+  freeze: Callable[[Any, int, int], Any]
+
+
 def steps_this_call(step: int, steps_per_call: int, intervals, last_step: int) -> int:
   """How many steps the next compiled call runs: `steps_per_call` when no logging, eval or
   checkpoint step falls strictly inside that span, else 1 (so events land where they would in a
@@ -65,48 +99,95 @@ def steps_this_call(step: int, steps_per_call: int, intervals, last_step: int) -
 
 
 def train(
-  run: Run,
+  tracks: list[Track],
   state,
   advance: Callable[[Any, int, int], tuple[Any, dict]],
-  evaluators: list,
   *,
   steps_per_call: int = 1,
-  results: Callable[[Any], dict] = lambda state: {},
+  members: Members | None = None,
 ) -> Outcome:
   """Runs `advance` from the state's step to `config.num_train_steps` with the periodic work.
 
   Args:
-    run: the run's workdir bookkeeping (`Run`), its state already restored or created.
-    state: the placed train state.
+    tracks: the runs written: one, or (with `members`) one per member, in member order.
+    state: the placed train state (with members: the members state).
     advance: `(state, step, k) -> (state, metrics)` runs k steps from `step` (steps done so far);
-      metric values are scalars (k = 1) or [k] arrays, left on device.
-    evaluators: from `jaxvision.evaluators.common.from_config`.
+      metric values are scalars (k = 1) or [k] arrays (with members, a trailing [K] axis), left
+      on device.
     steps_per_call: the most steps one `advance` call may run (events still land on time).
-    results: extra fields for results.json (e.g. parameter counts) from the final state.
+    members: how to read a members state; None for one run.
 
   Returns:
-    How the run ended; a finished run's final evaluation in `Outcome.final`.
+    How the run ended; a finished run's final evaluation in `Outcome.final` (with members:
+    member name -> final evaluation).
   """
-  config, strategy = run.config, run.strategy
+  first = tracks[0].run
+  config, strategy = first.config, first.strategy
   total = config.num_train_steps
   last_step = min(
-    total, run.options.halt_after_steps if run.options.halt_after_steps is not None else total
+    total, first.options.halt_after_steps if first.options.halt_after_steps is not None else total
   )
   step = strategy.step(state)
-  log_path = workdir_lib.metrics_path(run.workdir)
-  done = workdir_lib.read_results(run.workdir)
-  if step >= total and done is not None:
-    run.close()
-    print(f"Already finished at step {step}; results in {run.workdir}/results.json", flush=True)
-    return Outcome("finished", step, done.get("final", {}))
-  truncate_log(log_path, step)
-  writer = writers.create_writer(run.workdir, total)
+  view = (lambda s, t: s) if members is None else (lambda s, t: members.view(s, t.index))
+  done = [workdir_lib.read_results(t.run.workdir) for t in tracks]
+  if step >= total and all(d is not None for d in done):
+    for t in tracks:
+      t.run.close()
+    where = first.workdir if members is None else os.path.dirname(first.workdir)
+    print(f"Already finished at step {step}; results in {where}", flush=True)
+    finals = [d.get("final", {}) for d in done]
+    return Outcome("finished", step, finals[0] if members is None else _by_name(tracks, finals))
+  for t in tracks:
+    truncate_log(workdir_lib.metrics_path(t.run.workdir), step)
+  output = [writers.create_writer(t.run.workdir, total, label=t.name) for t in tracks]
   signals = Signals()
-  window = Window(step + 1, strategy.fetch, run.saved_window)
+  count = members.count if members else 0
+
+  def new_window(saved=None):
+    return Window(step + 1, strategy.fetch, saved, members=count)
+
+  window = new_window(_saved_window(tracks, members))
   intervals = (config.log_every_steps, config.eval_every_steps, config.checkpoint.every_steps)
   status = "finished"
   in_flight = collections.deque()
   failed = False
+
+  def track_window(t):
+    return window if members is None else window.member(t.index)
+
+  def check_frozen(state):
+    """Marks members the step froze (printing which and when); returns the state."""
+    if members is None:
+      return state
+    frozen_at = members.frozen_at(state)
+    for t in tracks:
+      if not t.frozen and frozen_at[t.index] >= 0:
+        bad = track_window(t).first_non_finite(int(frozen_at[t.index]))
+        state = _freeze(t, state, int(frozen_at[t.index]), f"non-finite {bad or 'state'}")
+    return state
+
+  def _freeze(t, state, at_step, reason):
+    t.frozen = True
+    print(
+      f"{t.name}: frozen at step {at_step} ({reason}); the others go on. {t.run.last_good()}",
+      flush=True,
+    )
+    write_frozen(t.run, at_step, reason, t.evaluators)
+    return state
+
+  def save(state, step):
+    for t in tracks:
+      if t.frozen:
+        continue
+      try:
+        t.run.save(step, view(state, t), track_window(t))
+      except FloatingPointError as e:
+        if members is None:
+          raise
+        state = members.freeze(state, t.index, step)
+        state = _freeze(t, state, step, str(e))
+    return state
+
   try:
     while step < last_step:
       k = steps_this_call(step, steps_per_call, intervals, last_step)
@@ -118,49 +199,81 @@ def train(
       step += k
       stopping = any_process(signals.stop) and step < total
       if step % config.log_every_steps == 0 or step == total:
-        writer.write(step, window.summary(), window=True)
-        window = Window(step + 1, strategy.fetch)
+        state = check_frozen(state)
+        for t, writer in zip(tracks, output, strict=True):
+          if not t.frozen:
+            writer.write(step, track_window(t).summary(), window=True)
+        window = new_window()
       if step % config.eval_every_steps == 0 and step != total:
-        writer.write(step, evaluators_lib.run_all(evaluators, state, step))
+        for t, writer in zip(tracks, output, strict=True):
+          if not t.frozen:
+            writer.write(step, evaluators_lib.run_all(t.evaluators, view(state, t), step))
       if step % config.checkpoint.every_steps == 0 or step == last_step or stopping:
-        run.save(step, state, window)
+        state = save(check_frozen(state), step)
       if stopping:
         status = "preempted"
         print(f"{signals.name or 'stop'}: saved a checkpoint at step {step}.", flush=True)
         break
     if status == "finished" and step < total:
       status = "halted"
-      if run.checkpointer.latest_step() != step:  # halted before any step ran: save the start
-        run.save(step, state, window)
+      for t in tracks:
+        if not t.frozen and t.run.checkpointer.latest_step() != step:  # halted before any step
+          t.run.save(step, view(state, t), track_window(t))  # ran: save the start
       print(f"Halted at step {step}; rerun the same command to continue.", flush=True)
     if status != "finished":
       return Outcome(status, step, {})
-    final = evaluators_lib.run_all(evaluators, state, step)
-    writer.write(step, final)
-    write_results(run, final, evaluators, results(state))
-    return Outcome(status, step, final)
+    finals = []
+    for t, writer in zip(tracks, output, strict=True):
+      if t.frozen:
+        finals.append({})
+        continue
+      final = evaluators_lib.run_all(t.evaluators, view(state, t), step)
+      writer.write(step, final)
+      write_results(t.run, final, t.evaluators, t.results(view(state, t)))
+      finals.append(final)
+    return Outcome(status, step, finals[0] if members is None else _by_name(tracks, finals))
   except FloatingPointError as e:  # a non-finite metric or state: say what is safe to resume
     failed = True
-    raise FloatingPointError(f"{e}; {run.last_good()} (try a lower learning rate)") from None
+    raise FloatingPointError(f"{e}; {first.last_good()} (try a lower learning rate)") from None
   except SaveError:
     failed = True
     raise
   except OSError as e:  # a full disk or a lost mount while writing metrics, events or samples
     failed = True
-    raise _write_error(e, run) from None
+    raise _write_error(e, first) from None
   except BaseException:
     failed = True
     raise
   finally:
     signals.restore()
     closing_error = None
-    for close in (writer.close, run.close):  # flushes can fail on a full disk too
+    closes = [w.close for w in output] + [t.run.close for t in tracks]
+    for close in closes:  # flushes can fail on a full disk too
       try:
         close()
       except OSError as e:
         closing_error = closing_error or e
     if closing_error is not None and not failed:  # else the first error is the one to report
-      raise _write_error(closing_error, run) from None
+      raise _write_error(closing_error, first) from None
+
+
+def _by_name(tracks: list[Track], finals: list[dict]) -> dict:
+  return {t.name: final for t, final in zip(tracks, finals, strict=True)}
+
+
+def _saved_window(tracks: list[Track], members: Members | None) -> dict | None:
+  """The log window restored with the checkpoint(s): one run's, or the members' as [K] rows
+  (NaN for members frozen earlier)."""
+  if members is None:
+    return tracks[0].run.saved_window
+  live = [t.run.saved_window for t in tracks if not t.frozen]
+  if not live or not live[0]:
+    return None
+  columns = [
+    {k: [np.nan] * len(v) for k, v in live[0].items()} if t.frozen else t.run.saved_window
+    for t in tracks
+  ]
+  return {k: [np.array(row) for row in zip(*(c[k] for c in columns), strict=True)] for k in live[0]}
 
 
 def _write_error(error: OSError, run: Run) -> OSError:

@@ -104,21 +104,26 @@ class Run:
         "--workdir, or --allow_config_change to continue this run with the new values"
       )
 
-  def restore_or_create(self, create_fn: Callable[[], Any]):
-    """Restores the newest readable checkpoint, else calls `create_fn()`; returns the placed
-    state. `create_fn` makes the global (unplaced) state; it is only traced for the restore."""
+  def restore_or_create(
+    self, create_fn: Callable[[], Any], *, place: bool = True, max_step: int | None = None
+  ):
+    """Restores the newest readable checkpoint (none after `max_step`), else calls
+    `create_fn()`; returns the state, placed by the strategy unless `place` is False (a member's
+    global state, stacked with the others' before placing). `create_fn` makes the global
+    (unplaced) state; it is only traced for the restore."""
     abstract = self.strategy.abstract_state(jax.eval_shape(create_fn))
-    restored = self.checkpointer.restore(abstract)
+    restored = self.checkpointer.restore(abstract, max_step)
+    placed = self.strategy.place_state if place else (lambda state: state)
     if restored is None:
-      state = self.strategy.place_state(create_fn())
-      self._reference_norm = (float(checkpoint.state_norm(self.strategy.global_state(state))), 0)
-      return state
+      state = create_fn()
+      self._reference_norm = (float(checkpoint.state_norm(state)), 0)
+      return placed(state)
     state, meta = restored
     self._reference_norm = (float(checkpoint.state_norm(state)), int(meta["step"]))
     self._elapsed_before = float(meta.get("elapsed_s", 0.0))
     self.saved_window = meta.get("log_window")
     print(f"Resumed from {self.workdir}/checkpoints at step {meta['step']}", flush=True)
-    return self.strategy.place_state(state)
+    return placed(state)
 
   @property
   def elapsed(self) -> float:
@@ -191,16 +196,26 @@ def truncate_log(path: str, step: int) -> None:
 
 def write_results(run: Run, final: dict, evaluators, extra: dict) -> None:
   """`<workdir>/results.json`: final metrics, the metrics declared, the config and provenance."""
+  _write_record(run, {**extra, "final": final}, evaluators)
+
+
+def write_frozen(run: Run, step: int, reason: str, evaluators) -> None:
+  """results.json of a member frozen at `step` (`train.members`): no final metrics, its status
+  and why; the run's newest checkpoint is its last good state."""
+  frozen = {"step": step, "reason": reason, "last_checkpoint": run.checkpointer.latest_step()}
+  _write_record(run, {"status": "frozen", "frozen": frozen, "final": {}}, evaluators)
+
+
+def _write_record(run: Run, fields: dict, evaluators) -> None:
   if jax.process_index() != 0:
     return
   config = run.config
   record = {
     **run.options.invocation,
-    **extra,
+    **fields,
     "num_train_steps": config.num_train_steps,
     "seed": config.seed,
     "wall_time_s": round(run.elapsed, 2),
-    "final": final,
     "metrics": evaluators_lib.declared(evaluators),
     "config": json.loads(config.to_json_best_effort()),
     "jax_version": jax.__version__,

@@ -13,15 +13,18 @@ import functools
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from jaxvision import data as data_lib
 from jaxvision import parallel, tasks, xla
+from jaxvision import workdir as workdir_lib
 from jaxvision.config_dict import ConfigError
 from jaxvision.evaluators import common as evaluators_lib
 from jaxvision.tasks.base import DataInfo
 from jaxvision.train import loop
+from jaxvision.train import members as members_lib
 from jaxvision.train.run import Options, Run
 
 
@@ -129,14 +132,19 @@ def train_and_evaluate(
   strategy = parallel.create_strategy(config.parallel)
   validate(config, strategy)
   task_class.validate(config, strategy)
+  member_list = members_lib.parse(config)
   dataset = data_lib.load_dataset(config.data)
   steps_per_call = config.get("steps_per_call", 1)
+  if member_list and steps_per_call > 1:
+    raise ConfigError(f"config.members trains with steps_per_call=1 (got {steps_per_call})")
   if steps_per_call > 1 and not isinstance(dataset.train, data_lib.ArraySource):
     raise ConfigError(
       f"config.steps_per_call={steps_per_call} keeps the train split on device; a generated "
       f"source ({config.data.source}) needs steps_per_call=1"
     )
   data_info = DataInfo.of(dataset)
+  if member_list:
+    return train_members(config, workdir, options, strategy, dataset, member_list)
   task = task_class(config, data_info, strategy.axis_name)
   init_key, train_key, eval_key = seed_keys(config.seed)
   compiler_options = xla.compiler_options(config.xla)
@@ -177,8 +185,99 @@ def train_and_evaluate(
     return {"dataset": dataset.description, **task.results(host), **provenance}
 
   try:
-    return loop.train(
-      run, state, advance, evaluators, steps_per_call=steps_per_call, results=results
-    )
+    track = loop.Track(run, evaluators, results)
+    return loop.train([track], state, advance, steps_per_call=steps_per_call)
   finally:
     batches.close()
+
+
+def train_members(config, workdir, options, strategy, dataset, members) -> loop.Outcome:
+  """`train_and_evaluate` for `config.members`: K runs in `<workdir>/member=<name>/`, trained
+  by one compiled step (`jaxvision.train.members`); the others go on when one freezes."""
+  task_class = tasks.get(config.trainer)
+  data_info = DataInfo.of(dataset)
+  impl = members_lib.resolve_impl(config.get("members_impl", "auto"))
+  member_tasks = [task_class(m.config, data_info, strategy.axis_name) for m in members]
+  keys = [seed_keys(m.config.seed) for m in members]  # (init, train, eval) of each
+  tracks = []
+  for k, (member, task) in enumerate(zip(members, member_tasks, strict=True)):
+    task_class.validate(member.config, strategy)
+    member_dir = member.workdir(workdir)
+    evaluators = create_evaluators(member.config, task, dataset, strategy, member_dir, keys[k][2])
+    meta = {"data_info": data_info.as_dict(), "member": member.name}
+    run = Run(member.config, member_dir, strategy, options, meta=meta)
+
+    def results(state, task=task, evaluators=evaluators, name=member.name):
+      host = strategy.global_state(state)
+      provenance = {k: v for e in evaluators for k, v in e.provenance().items()}
+      extra = {"member": name, "members": config.members}
+      return {"dataset": dataset.description, **task.results(host), **provenance, **extra}
+
+    done = workdir_lib.read_results(member_dir)
+    frozen = done is not None and done.get("status") == "frozen"
+    tracks.append(loop.Track(run, evaluators, results, k, f"member={member.name}", frozen))
+
+  state = _restore_members(tracks, member_tasks[0], [k[0] for k in keys], strategy)
+  print(
+    f"{dataset.description}: {len(dataset.train)} train / {len(dataset.eval)} eval; "
+    f"{len(members)} members ({impl}) of "
+    f"{member_tasks[0].summary(strategy.global_state(strategy.member(state.members, 0)))}; "
+    f"{strategy.num_devices} devices ({strategy.name})",
+    flush=True,
+  )
+  shared = len({m.config.seed for m in members}) == 1
+  step_fn = functools.partial(
+    members_lib.make_step(member_tasks, members, impl, shared), axis_name=strategy.axis_name
+  )
+  p_step = strategy.compile(
+    step_fn, donate_state=True, compiler_options=xla.compiler_options(config.xla)
+  )
+  samplers = [
+    data_lib.BatchSampler(len(dataset.train), config.data.batch_size, m.config.seed)
+    for m in members
+  ]
+  get = members_lib.batches(dataset.train, samplers, strategy, shared)
+  batches = data_lib.Prefetcher(get, prefetch_depth(config.data.get("prefetch", 0), 1))
+  train_keys = jnp.stack([k[1] for k in keys])  # [K]
+  values = {k: jnp.asarray(v) for k, v in members_lib.hyperparameters(members).items()}
+
+  def advance(state, step, k):
+    del k  # one step per call
+    return p_step(state, batches.get(step), train_keys, values)
+
+  reading = loop.Members(
+    count=len(members),
+    view=lambda state, k: strategy.member(state.members, k),
+    frozen_at=members_lib.frozen_at(strategy),
+    freeze=members_lib.freeze_fn(),
+  )
+  try:
+    return loop.train(tracks, state, advance, members=reading)
+  finally:
+    batches.close()
+
+
+def _restore_members(tracks, task, init_keys, strategy):
+  """The placed members state: every member restored at the newest step all that train have a
+  checkpoint of (else all start over), frozen members at their own newest; new ones from one
+  compiled, vmapped initialisation."""
+  live = [t.run.checkpointer.latest_step() for t in tracks if not t.frozen]
+  max_step = None
+  if len(set(live)) > 1:
+    max_step = -1 if None in live else min(live)
+  init_all = jax.jit(jax.vmap(task.init_state))  # compiled once, cheap to run again
+  create = lambda k: lambda: members_lib.index(init_all(jnp.stack(init_keys)), k)
+
+  states, frozen_at = [], []
+  for k, t in enumerate(tracks):
+    limit = None if t.frozen else max_step
+    states.append(t.run.restore_or_create(create(k), place=False, max_step=limit))
+    record = workdir_lib.read_results(t.run.workdir) if t.frozen else None
+    frozen_at.append(record["frozen"]["step"] if record else -1)
+  steps = {int(s.step) for s, t in zip(states, tracks, strict=True) if not t.frozen}
+  state = members_lib.MembersState(
+    members=members_lib.stack(states),
+    frozen_at=jnp.asarray(frozen_at, jnp.int32),
+    step=jnp.asarray(max(steps, default=0), jnp.int32),
+  )
+  return strategy.place_state(state)
