@@ -67,6 +67,7 @@ def get_campaign():
     Sweep("experiments/seed_lstm.py:control", table=seed_task),
     # Moving-MNIST frame prediction against copy-last.
     Sweep("experiments/moving_mnist_convlstm.py"),
-    # DCGAN: the small-data ablation (its metrics use fold 4's CNN A, trained above).
+    # DCGAN: the small-data ablation, its metrics on a CNN A without label smoothing.
+    Sweep("experiments/mnist_cnn.py:idx_sharp", table="The GAN metrics' feature classifier"),
     Sweep("experiments/mnist_dcgan.py:idx_ablation", table=gan_ablation),
   ]
