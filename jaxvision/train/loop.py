@@ -205,6 +205,7 @@ def train(
             writer.write(step, track_window(t).summary(), window=True)
         window = new_window()
       if step % config.eval_every_steps == 0 and step != total:
+        state = check_frozen(state)
         for t, writer in zip(tracks, output, strict=True):
           if not t.frozen:
             writer.write(step, evaluators_lib.run_all(t.evaluators, view(state, t), step))

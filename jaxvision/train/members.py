@@ -20,6 +20,7 @@ changes and its metrics read NaN; its run records the step and reason in results
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -87,7 +88,7 @@ def parse(config) -> list[Member]:
     raise ConfigError(f"config.members_impl={config.members_impl!r}: expected one of {IMPLS}")
   members = []
   for point in sweep.product(**dict(axes)):
-    member = ml_collections.ConfigDict(config)  # a copy, locked as the original
+    member = copy.deepcopy(config)  # locked as the original
     with member.unlocked():
       member.members = ""
     try:
