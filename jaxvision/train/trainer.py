@@ -51,24 +51,24 @@ def validate(config, strategy) -> None:
     raise ConfigError(str(e)) from None
 
 
-def train_steps(step_fn, state, data: dict, indices: jax.Array, key: jax.Array):
+def train_steps(step_fn, state, data: dict, indices: jax.Array, *args):
   """`len(indices)` steps of `step_fn` in one compiled loop, gathering batches on device.
 
   Args:
-    step_fn: `(state, batch, key) -> (state, metrics)`.
+    step_fn: `(state, batch, *args) -> (state, metrics)`.
     state: the train state (donated by the caller's compiled step).
     data: the whole train split on device, {"inputs": [N, ...], "targets": [N], ...}.
     indices: [K, B] example indices of K consecutive global batches (under pmap: this device's
-      columns).
-    key: the run's base PRNG key.
+      columns), or [K, M, B] for M members' batches.
+    *args: the step's other arguments (the run's base PRNG key; members add theirs).
 
   Returns:
     (new state, metrics with a leading [K] axis): the same as K calls of `step_fn`.
   """
 
   def body(state, batch_indices):
-    batch = jax.tree.map(lambda x: x[batch_indices], data)  # [B, ...]
-    return step_fn(state, batch, key)
+    batch = jax.tree.map(lambda x: x[batch_indices], data)  # [B, ...] (members: [M, B, ...])
+    return step_fn(state, batch, *args)
 
   return jax.lax.scan(body, state, indices)
 
@@ -135,8 +135,6 @@ def train_and_evaluate(
   member_list = members_lib.parse(config)
   dataset = data_lib.load_dataset(config.data)
   steps_per_call = config.get("steps_per_call", 1)
-  if member_list and steps_per_call > 1:
-    raise ConfigError(f"config.members trains with steps_per_call=1 (got {steps_per_call})")
   if steps_per_call > 1 and not isinstance(dataset.train, data_lib.ArraySource):
     raise ConfigError(
       f"config.steps_per_call={steps_per_call} keeps the train split on device; a generated "
@@ -229,21 +227,34 @@ def train_members(config, workdir, options, strategy, dataset, members) -> loop.
   step_fn = functools.partial(
     members_lib.make_step(member_tasks, members, impl, shared), axis_name=strategy.axis_name
   )
-  p_step = strategy.compile(
-    step_fn, donate_state=True, compiler_options=xla.compiler_options(config.xla)
+  compile_ = functools.partial(
+    strategy.compile, donate_state=True, compiler_options=xla.compiler_options(config.xla)
   )
+  p_step = compile_(step_fn)
   samplers = [
     data_lib.BatchSampler(len(dataset.train), config.data.batch_size, m.config.seed)
     for m in members
   ]
   get = members_lib.batches(dataset.train, samplers, strategy, shared)
-  batches = data_lib.Prefetcher(get, prefetch_depth(config.data.get("prefetch", 0), 1))
+  steps_per_call = config.get("steps_per_call", 1)
+  batches = data_lib.Prefetcher(get, prefetch_depth(config.data.get("prefetch", 0), steps_per_call))
   train_keys = jnp.stack([k[1] for k in keys])  # [K]
   values = {k: jnp.asarray(v) for k, v in members_lib.hyperparameters(members).items()}
+  if steps_per_call > 1:
+    p_steps = compile_(functools.partial(train_steps, step_fn), state_args=(0, 1), batch_args=(2,))
+    device_data = strategy.place_state(dict(dataset.train.arrays))
+
+  def indices(step):  # [B] shared, else [K, B]
+    if shared:
+      return samplers[0].indices(step)
+    return np.stack([s.indices(step) for s in samplers])
 
   def advance(state, step, k):
-    del k  # one step per call
-    return p_step(state, batches.get(step), train_keys, values)
+    if k == 1:
+      return p_step(state, batches.get(step), train_keys, values)
+    window = np.stack([indices(s) for s in range(step, step + k)])  # [k, (K,) B]
+    placed = strategy.place_batch(window, window.ndim - 1)
+    return p_steps(state, device_data, placed, train_keys, values)
 
   reading = loop.Members(
     count=len(members),

@@ -104,6 +104,13 @@ def test_each_member_equals_the_standalone_run_with_its_seed(strategy, impl, sta
   )
 
 
+def test_members_scan_steps_per_call_to_the_same_numbers(standalone, tmp_path):
+  config = tiny_config(members="seed=1,2", steps_per_call=3, log_every_steps=6)
+  assert train(config, tmp_path).status == "finished"
+  for seed in (1, 2):
+    assert_same_run(tmp_path / f"member=seed={seed}", standalone("jit", seed))
+
+
 def test_a_diverging_member_is_frozen_and_the_others_finish(standalone, tmp_path, capsys):
   config = tiny_config(members="optimizer.learning_rate=0.001,1e30", members_impl="vmap")
   outcome = train(config, tmp_path)
