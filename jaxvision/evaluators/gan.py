@@ -41,6 +41,7 @@ class Evaluator:
     if num_samples <= 0:
       raise ValueError(f"evaluators.{name}.num_samples={num_samples} must be positive")
     self._name, self._strategy, self._workdir = name, strategy, context.workdir
+    self._num_classes = context.info.get("num_classes", 0)  # > 0: a conditional generator
     z_dim = context.info["z_dim"]
     self._num, self._batch_size, self._z_dim = num_samples, batch_size, z_dim
     self._generate = strategy.compile(
@@ -75,6 +76,11 @@ class Evaluator:
       MetricSpec(f"{name}_real_inception_score", "real Inception score", "float", None),
       MetricSpec(f"{name}_real_fid", "real-vs-real FID", "float", None),
     )
+    if self._num_classes:
+      self.metrics += (
+        MetricSpec(f"{name}_conditional_accuracy", "asked digit recognised", "percent", "higher"),
+        MetricSpec(f"{name}_min_conditional_accuracy", "worst digit", "percent", "higher"),
+      )
     print(
       f"GAN metrics: {gan_metrics.CAVEAT}. Features: {self.features.description}. "
       f"N = {num_samples} generated images for every metric, n = {n} real; real-vs-real floor "
@@ -82,12 +88,15 @@ class Evaluator:
       flush=True,
     )
 
-  def sample(self, state, z: np.ndarray) -> np.ndarray:
-    """Generated images [N, H, W, C] in [-1, 1] for latents z [N, z_dim]."""
+  def sample(self, state, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Generated images [N, H, W, C] in [-1, 1] for latents z [N, z_dim] (and, for a
+    conditional generator, the asked classes [N]; default: the generator's own choice)."""
     out = []
     for start in range(0, len(z), self._batch_size):
-      chunk = z[start : start + self._batch_size]
-      batch = self._strategy.place_batch({"z": chunk})
+      chunk = {"z": z[start : start + self._batch_size]}
+      if labels is not None:
+        chunk["labels"] = labels[start : start + self._batch_size]
+      batch = self._strategy.place_batch(chunk)
       out.append(self._strategy.fetch_rows(self._generate(state, batch)))
     return np.concatenate(out)
 
@@ -96,19 +105,33 @@ class Evaluator:
     return {"classifier": self.features.description if self.features else None}
 
   def run(self, state, step: int) -> dict:
-    grid = self.sample(state, self._grid_z)
+    classes = self._num_classes
+    grid_labels = np.arange(len(self._grid_z)) % classes if classes else None  # digits in turn
+    grid = self.sample(state, self._grid_z, grid_labels)
     images.save_grid(grid, os.path.join(workdir_lib.samples_dir(self._workdir), f"step_{step}.png"))
     if self.features is None:
       return {}
-    fake = self.sample(state, np.asarray(jax.random.normal(self._key, (self._num, self._z_dim))))
+    z = np.asarray(jax.random.normal(self._key, (self._num, self._z_dim)))
+    asked = np.arange(self._num) % classes if classes else None  # balanced
+    fake = self.sample(state, z, asked)
     fake_features, fake_probs = self.features(fake)
     shares = gan_metrics.class_shares(fake_probs)
     name = self._name
+    conditional = {}
+    if asked is not None:  # the classifier's accuracy with the asked class as the truth
+      hit = np.argmax(fake_probs, -1) == asked
+      per_class = [float(hit[asked == k].mean()) for k in range(classes)]
+      conditional = {
+        f"{name}_conditional_accuracy": float(hit.mean()),
+        f"{name}_min_conditional_accuracy": min(per_class),
+        **{f"{name}_conditional_accuracy_{k}": a for k, a in enumerate(per_class)},
+      }
     return {
       f"{name}_inception_score": gan_metrics.inception_score(fake_probs),
       f"{name}_fid": gan_metrics.fid(fake_features, self._real_features),
       f"{name}_kid": gan_metrics.kid(fake_features, self._real_features),
       f"{name}_min_class_share": float(shares.min()),
       f"{name}_max_class_share": float(shares.max()),
+      **conditional,
       **self.floor,
     }
