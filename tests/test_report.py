@@ -175,18 +175,29 @@ def test_results_without_declared_metrics_show_final_as_floats(tmp_path):
   assert "| ? | cpu x1 |" in text  # no machine recorded: says so
 
 
-def test_vmapped_members_are_runs(tmp_path):
-  parent = _record(0, 0.1, _final(0.0, 0.0))
-  parent["members"] = [
-    {"seed": s, "final": _final(a, 0.1), "overrides": {"seed": repr(s)}, "config": None}
-    for s, a in ((0, 0.90), (1, 0.94))
-  ]
-  for member in parent["members"]:
-    del member["config"]  # members may carry only what differs: the parent's config fills in
-  runs, _ = report.load_runs([_write(tmp_path / "vmapped", parent)])
-  assert [r["seed"] for r in runs] == [0, 1] and [r["member"] for r in runs] == [0, 1]
+def test_the_runs_of_a_members_run_are_points_of_its_sweep(tmp_path):
+  sweep = tmp_path / "sweep"
+  for seed, accuracy in ((0, 0.90), (1, 0.94)):
+    _write(
+      sweep / "members=seed=0,1" / f"member=seed={seed}", _record(seed, 0.1, _final(accuracy, 0.1))
+    )
+  (sweep / "members=seed=0,1" / "member=seed=2").mkdir()
+  (sweep / "members=seed=0,1" / "member=seed=2" / "config.json").write_text("{}")
+  runs, notes = report.load_runs([str(sweep)])
+  assert [r["seed"] for r in runs] == [0, 1]
+  assert "1 of 3 points not finished (members=seed=0,1/member=seed=2)" in notes[0]
   (group,) = report.group_runs(runs)
   assert report.metric_cell(group, METRICS[0])[0] == "92.00 ± 2.83%"
+  frozen = {
+    **_record(2, 0.1, {}),
+    "status": "frozen",
+    "frozen": {"step": 7, "reason": "non-finite x"},
+  }
+  _write(sweep / "members=seed=0,1" / "member=seed=2", frozen)
+  runs, notes = report.load_runs([str(sweep)])
+  assert len(runs) == 3 and "frozen at step 7 (non-finite x)" in notes[-1]
+  (group,) = report.group_runs(runs)
+  assert report.metric_cell(group, METRICS[0])[0] == "92.00 ± 2.83% (n=2)"  # says so
 
 
 def test_unfinished_run_is_a_clear_error(tmp_path):

@@ -335,3 +335,37 @@ def test_slurm_job_array_finishes_the_sweep(digits_sweep, slurm_cluster, tmp_pat
     results = json.loads((root / "digits_cnn" / name / "results.json").read_text())
     assert results["seed"] == i and results["num_train_steps"] == 10
   assert len(outputs) == 2  # one SLURM task per unfinished point
+
+
+def test_pack_members_runs_the_seeds_of_a_point_as_one_members_command(tmp_path):
+  root = str(tmp_path / "runs")
+  plain = sweep.plan("experiments/mnist_cnn.py:idx", root, axes=[("seed", [0, 1])])
+  packed = sweep.plan(
+    "experiments/mnist_cnn.py:idx", root, axes=[("seed", [0, 1])], pack_members=True
+  )
+  assert len(plain["points"]) == 10 and len(packed["points"]) == 5  # 5 folds x 2 seeds
+  first = packed["points"][0]
+  assert first["name"] == "data.fold=0,members=seed=0,1" and first["index"] == 0
+  assert "--config.members=seed=0,1" in first["command"]
+  assert "--config.data.fold=0" in first["command"]
+  by_name = {p["name"]: p for p in plain["points"]}
+  for member, seed in zip(first["members"], (0, 1), strict=True):
+    assert member["workdir"] == os.path.join(first["workdir"], f"member=seed={seed}")
+    assert member["config"] == by_name[f"data.fold=0,seed={seed}"]["config"]
+  # Finished when every member has finished; stale when a member's recorded config differs.
+  assert not sweep.is_finished(first["workdir"])
+  for i, member in enumerate(first["members"]):
+    os.makedirs(member["workdir"])
+    if i == 0:
+      with open(os.path.join(member["workdir"], "results.json"), "w") as f:
+        json.dump({"config": {**member["config"], "seed": 7}}, f)
+  assert not sweep.is_finished(first["workdir"])
+  with open(os.path.join(first["members"][1]["workdir"], "results.json"), "w") as f:
+    json.dump({"config": first["members"][1]["config"]}, f)
+  assert sweep.is_finished(first["workdir"])
+  assert sweep.stale(first) == ["seed: 7 -> 0"]
+  # Named points and lone seeds are not packed.
+  named = sweep._pack_members(
+    [{"name": "a", "overrides": {"_name": "a", "seed": 0}}], "x.py", root, (), None
+  )
+  assert named == [{"name": "a", "overrides": {"_name": "a", "seed": 0}, "index": 0}]

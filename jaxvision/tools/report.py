@@ -77,6 +77,8 @@ def expand_paths(paths) -> tuple[list[str], list[str]]:
       workdirs.append(path)
       continue
     subdirs = sorted(d for d in glob.glob(os.path.join(path, "*")) if os.path.isdir(d))
+    # A members run (`config.members`) is a folder of runs: `member=NAME/`, each a point.
+    subdirs = [m for d in subdirs for m in (_member_dirs(d) or [d])]
     finished = [d for d in subdirs if os.path.isfile(os.path.join(d, "results.json"))]
     if not finished:
       raise FileNotFoundError(
@@ -84,7 +86,7 @@ def expand_paths(paths) -> tuple[list[str], list[str]]:
         f"{path}: has the run or sweep finished?"
       )
     workdirs += finished
-    unfinished = [os.path.basename(d) for d in subdirs if d not in finished and _is_workdir(d)]
+    unfinished = [os.path.relpath(d, path) for d in subdirs if d not in finished and _is_workdir(d)]
     if unfinished:
       notes.append(
         f"{path}: {len(unfinished)} of {len(unfinished) + len(finished)} points not finished"
@@ -93,31 +95,33 @@ def expand_paths(paths) -> tuple[list[str], list[str]]:
   return workdirs, notes
 
 
+def _member_dirs(path: str) -> list[str]:
+  return sorted(d for d in glob.glob(os.path.join(path, "member=*")) if os.path.isdir(d))
+
+
 def _is_workdir(path: str) -> bool:
   return any(
     os.path.exists(os.path.join(path, n)) for n in ("log.txt", "config.json", "checkpoints")
   )
 
 
-def run_records(record: dict, workdir: str) -> list[dict]:
-  """The runs in one results.json: the record itself, or each of its `members` (vmapped runs),
-  completed by the record's own fields. Each run gets `workdir` (and `member`: its index)."""
-  members = record.get("members")
-  if not members:
-    return [{**record, "workdir": workdir}]
-  parent = {k: v for k, v in record.items() if k != "members"}
-  return [{**parent, **m, "workdir": workdir, "member": i} for i, m in enumerate(members)]
-
-
 def load_runs(paths) -> tuple[list[dict], list[str]]:
-  """Every run under `paths` (see `expand_paths`, `run_records`); returns (runs, notes)."""
+  """Every run under `paths` (see `expand_paths`), each its results.json with its `workdir`;
+  returns (runs, notes)."""
   workdirs, notes = expand_paths(paths)
   seen, runs = set(), []
   for workdir in workdirs:
     if os.path.realpath(workdir) in seen:  # a run named twice (as itself and in its sweep)
       continue
     seen.add(os.path.realpath(workdir))
-    runs += run_records(load_results(workdir), workdir)
+    record = load_results(workdir)
+    if record.get("status") == "frozen":  # a member that diverged (`train.members`)
+      frozen = record.get("frozen", {})
+      notes.append(
+        f"{workdir}: frozen at step {frozen.get('step')} ({frozen.get('reason')}); it has no "
+        "final metrics, so the means of its row leave it out"
+      )
+    runs.append({**record, "workdir": workdir})
   return runs, notes
 
 
@@ -522,9 +526,7 @@ def read_curves(path: str) -> dict[str, dict[int, float]]:
 
 
 def _run_curves(run: dict) -> dict:
-  # A vmapped member's curves are its own file when it names one (`metrics_file`).
-  name = run.get("metrics_file") or ("metrics.jsonl" if "member" not in run else None)
-  return read_curves(os.path.join(run["workdir"], name)) if name else {}
+  return read_curves(os.path.join(run["workdir"], "metrics.jsonl"))
 
 
 def curve_metrics(groups: list[Group], curves: dict, max_metrics: int | None = None) -> list[str]:
@@ -712,10 +714,7 @@ def main(argv):
     plots = {k: os.path.relpath(os.path.abspath(p), base) for k, p in images.items()}
   if flags.tb_hparams:
     for run in runs:
-      suffix = f"_member{run['member']}" if "member" in run else ""
-      path = write_hparams(
-        os.path.join(run["workdir"], "tb", f"hparams{suffix}"), *run_hparams(run)
-      )
+      path = write_hparams(os.path.join(run["workdir"], "tb", "hparams"), *run_hparams(run))
       print(f"wrote {path}", file=sys.stderr)
   text = render(runs, flags.title, command, [*notes, *flags.note], tuple(flags.over), plots)
   if flags.out:

@@ -343,7 +343,9 @@ def point_command(config_arg: str, workdir: str, overrides: dict, extra=(), pyth
   return args
 
 
-def plan(config_arg: str, root: str, extra=(), python=None, axes=()) -> dict:
+def plan(
+  config_arg: str, root: str, extra=(), python=None, axes=(), pack_members: bool = False
+) -> dict:
   """The points file's content: every point's name, overrides, workdir and command.
 
   Args:
@@ -352,6 +354,9 @@ def plan(config_arg: str, root: str, extra=(), python=None, axes=()) -> dict:
     extra: arguments passed to every point.
     python: the interpreter the points run with (default: this one).
     axes: command-line axes (`parse_axis`), crossed with the experiment's own sweep.
+    pack_members: points that differ only in their seed run as one command whose members are
+      those seeds (`config.members`, see `jaxvision.train.members`): one point per group, its
+      workdir holding `member=seed=K/` for each.
 
   Returns:
     {"config", "extra", "cwd", "sweep_dir", "points": [{"index", "name", "overrides",
@@ -374,6 +379,8 @@ def plan(config_arg: str, root: str, extra=(), python=None, axes=()) -> dict:
         "config": _with_extra(point_config, extra),
       }
     )
+  if pack_members:
+    points = _pack_members(points, config_arg, directory, extra, python)
   return {
     "config": config_arg,
     "extra": list(extra),
@@ -381,6 +388,48 @@ def plan(config_arg: str, root: str, extra=(), python=None, axes=()) -> dict:
     "sweep_dir": directory,
     "points": points,
   }
+
+
+def _pack_members(points: list[dict], config_arg: str, directory: str, extra, python) -> list:
+  """Points grouped by everything but their seed: each group of two or more (unnamed points)
+  becomes one point running its seeds as members; the rest stay as they are."""
+  groups: dict = {}
+  for point in points:
+    overrides = point["overrides"]
+    if "_name" in overrides or "seed" not in overrides:
+      key = ("single", point["name"])
+    else:
+      key = ("group", json.dumps({k: v for k, v in overrides.items() if k != "seed"}))
+    groups.setdefault(key, []).append(point)
+  packed = []
+  for (kind, _), group in groups.items():
+    if kind == "single" or len(group) < 2:
+      packed += group
+      continue
+    seeds = [p["overrides"]["seed"] for p in group]
+    rest = {k: v for k, v in group[0]["overrides"].items() if k != "seed"}
+    overrides = {**rest, "members": "seed=" + ",".join(str(s) for s in seeds)}
+    workdir = os.path.join(directory, point_name(overrides))
+    members = [
+      {
+        "name": p["name"],
+        "workdir": os.path.join(workdir, f"member=seed={s}"),
+        "config": p["config"],
+      }
+      for p, s in zip(group, seeds, strict=True)
+    ]
+    packed.append(
+      {
+        "name": point_name(overrides),
+        "overrides": overrides,
+        "workdir": workdir,
+        "command": point_command(config_arg, workdir, overrides, extra, python),
+        "members": members,
+      }
+    )
+  for i, point in enumerate(packed):
+    point["index"] = i
+  return packed
 
 
 def _with_extra(config: dict, extra) -> dict:
@@ -407,6 +456,8 @@ def stale(point: dict) -> list[str]:
   current, unfinished, or recorded no config."""
   from jaxvision import workdir as workdir_lib
 
+  if "members" in point:  # a packed point: each member against its own config
+    return sorted({change for member in point["members"] for change in stale(member)})
   record = workdir_lib.read_results(point["workdir"])
   if not record or not isinstance(record.get("config"), dict) or "config" not in point:
     return []
@@ -437,7 +488,19 @@ def write_points_file(sweep: dict) -> str:
 
 
 def is_finished(workdir: str) -> bool:
-  return os.path.isfile(os.path.join(workdir, "results.json"))
+  """Whether the run in `workdir` finished, or, for a members run, every member did."""
+  if os.path.isfile(os.path.join(workdir, "results.json")):
+    return True
+  members = member_workdirs(workdir)
+  return bool(members) and all(is_finished(m) for m in members)
+
+
+def member_workdirs(workdir: str) -> list[str]:
+  """The member runs of a members run in `workdir` (`member=NAME/`), none for a plain run."""
+  if not os.path.isdir(workdir):
+    return []
+  names = sorted(n for n in os.listdir(workdir) if n.startswith("member="))
+  return [os.path.join(workdir, n) for n in names]
 
 
 def _die_with_parent() -> None:
@@ -504,10 +567,11 @@ def run_point(points_file: str, index: int) -> int:
   if status < 0:  # killed by a signal: report it the way a shell would
     status = 128 - status
   if status == 0 and is_finished(workdir):
-    try:
-      _write_hparams(workdir)
-    except Exception as e:  # TensorBoard extras never fail a finished point
-      print(f"warning: no HParams for {workdir}: {type(e).__name__}: {e}", flush=True)
+    for run in member_workdirs(workdir) or [workdir]:
+      try:
+        _write_hparams(run)
+      except Exception as e:  # TensorBoard extras never fail a finished point
+        print(f"warning: no HParams for {run}: {type(e).__name__}: {e}", flush=True)
   return status
 
 
@@ -758,6 +822,13 @@ def _parse_flags(argv: list[str]):
     "or a,b,c), e.g. --axis=data.fold=0:5 --axis=seed=0,1.",
     flag_values=f,
   )
+  flags.DEFINE_bool(
+    "pack_members",
+    False,
+    "Run the points that differ only in seed as one command with those seeds as members "
+    "(config.members; where benchmarks/members.py shows it faster on this backend).",
+    flag_values=f,
+  )
   flags.DEFINE_string(
     "points_file", None, "Internal: run one point of this points file.", flag_values=f
   )
@@ -787,7 +858,8 @@ def main(argv: list[str]) -> int:
       raise SweepError("--config=experiments/X.py[:ARG] is required")
     if f.parallel < 1:
       raise SweepError(f"--parallel must be >= 1, got {f.parallel}")
-    sweep = plan(f.config, f.root, extra, axes=[parse_axis(a) for a in f.axis])
+    axes = [parse_axis(a) for a in f.axis]
+    sweep = plan(f.config, f.root, extra, axes=axes, pack_members=f.pack_members)
     if f.dry_run and not f.slurm:
       for point in sweep["points"]:
         state = "finished" if is_finished(point["workdir"]) else "to run"
