@@ -70,4 +70,5 @@ def get_campaign():
     # DCGAN: the small-data ablation, its metrics on a CNN A without label smoothing.
     Sweep("experiments/mnist_cnn.py:idx_sharp", table="The GAN metrics' feature classifier"),
     Sweep("experiments/mnist_dcgan.py:idx_ablation", table=gan_ablation),
+    Sweep("experiments/mnist_dcgan.py:idx_best", table="DCGAN on offline MNIST: the recipe"),
   ]
