@@ -165,8 +165,25 @@ def test_run_on_a_gan_workdir(tmp_path):
   write_gan_workdir(tmp_path / "gan", tiny_digits_gan_config())
   check_run(inpaint.load(str(tmp_path / "gan")), 7, tmp_path)
   write_gan_workdir(tmp_path / "cgan", tiny_digits_gan_config(), num_classes=10)
-  with pytest.raises(ValueError, match="class-conditional"):
-    inpaint.load(str(tmp_path / "cgan"))
+  conditional = inpaint.load(str(tmp_path / "cgan"))
+  assert conditional.num_classes == 10
+  results = inpaint.run(conditional, "center", num=8, steps=3)
+  assert 0.0 <= results["accuracy_gan_class"] <= 1.0 and np.isfinite(results["hole_mse_gan"])
+
+
+def test_conditional_inpainting_keeps_the_best_fitting_class():
+  def generate(z, labels):  # class c draws a flat image at c / 5 - 1; z changes nothing
+    level = labels.astype(jnp.float32) / 5.0 - 1.0 + 0.0 * z[:, 0]
+    return jnp.broadcast_to(level[:, None, None, None], (len(labels), 4, 4, 1))
+
+  truth = jnp.array([3, 7, 0])
+  images = generate(jnp.zeros((3, 2)), truth)
+  mask = inpaint.make_mask("center", images.shape)
+  repaired, z, chosen = inpaint.inpaint_conditional(
+    generate, images, mask, jax.random.key(0), 10, z_dim=2, steps=5
+  )
+  assert chosen.tolist() == [3, 7, 0] and z.shape == (3, 2)
+  np.testing.assert_allclose(repaired, images, atol=1e-6)
 
 
 @pytest.mark.slow
