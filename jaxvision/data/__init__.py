@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from jaxvision.config_dict import block
-from jaxvision.data.base import ArraySource, Dataset, GeneratedSource
+from jaxvision.data.base import ArraySource, Dataset, GeneratedSource, MappedSource
 from jaxvision.data.pipeline import BatchSampler, Prefetcher, eval_batches
 
 # source name -> module with `DEFAULTS` and `load(data_config) -> Dataset`; imported lazily so that
@@ -60,25 +60,37 @@ def load_dataset(config) -> Dataset:
     raise ValueError(f"unknown data.layout {config.layout!r}; expected one of {LAYOUTS}")
   dataset = source_module(config.source).load(config)
   if config.layout == "sequence":
-    if not isinstance(dataset.train, ArraySource) or dataset.train.inputs.ndim != 4:
-      raise ValueError("data.layout='sequence' needs an in-memory image source [N, H, W, C]")
-    as_rows = lambda s: s.replace(inputs=s.inputs.reshape(*s.inputs.shape[:2], -1))
+    if len(dataset.input_shape) != 3:
+      raise ValueError(
+        f"data.layout='sequence' needs images [N, H, W, C], got inputs {dataset.input_shape}"
+      )
+    as_rows = lambda x: x.reshape(*x.shape[:2], -1)  # [N, H, W, C] -> [N, H, W * C]
     dataset = dataclasses.replace(
       dataset,
-      train=as_rows(dataset.train),
-      eval=as_rows(dataset.eval),
+      train=_map_inputs(dataset.train, as_rows),
+      eval=_map_inputs(dataset.eval, as_rows),
       description=dataset.description + ", rows as time steps",
     )
   if config.shuffle_labels:
-    if not isinstance(dataset.train, ArraySource):
-      raise ValueError("data.shuffle_labels needs an in-memory source")
+    if not hasattr(dataset.train, "targets"):
+      raise ValueError("data.shuffle_labels needs a source with class targets")
     targets = np.random.default_rng(0).permutation(dataset.train.targets)
+    train = dataset.train
+    if isinstance(train, ArraySource):
+      train = train.replace(targets=targets)
+    else:
+      train = MappedSource(train, lambda batch, indices: {**batch, "targets": targets[indices]})
     dataset = dataclasses.replace(
-      dataset,
-      train=dataset.train.replace(targets=targets),
-      description=dataset.description + ", train labels shuffled (control)",
+      dataset, train=train, description=dataset.description + ", train labels shuffled (control)"
     )
   return dataset
+
+
+def _map_inputs(source, fn):
+  """`source` with `fn` applied to its inputs: in place for arrays, per batch otherwise."""
+  if isinstance(source, ArraySource):
+    return source.replace(inputs=fn(source.inputs))
+  return MappedSource(source, lambda batch, indices: {**batch, "inputs": fn(batch["inputs"])})
 
 
 __all__ = [
@@ -87,6 +99,7 @@ __all__ = [
   "Prefetcher",
   "Dataset",
   "GeneratedSource",
+  "MappedSource",
   "SOURCES",
   "data_config",
   "eval_batches",

@@ -108,22 +108,65 @@ class Dataset:
 NORMALIZATIONS = ("standardize", "unit", "symmetric", "none")
 
 
+class MappedSource:
+  """Another source's examples through `fn(batch, indices) -> batch` (a layout change, a
+  relabelling), read by index like the source under it."""
+
+  def __init__(self, source, fn: Callable[[Batch, np.ndarray], Batch]):
+    self._source, self._fn = source, fn
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def get(self, indices: np.ndarray) -> Batch:
+    return self._fn(self._source.get(indices), np.asarray(indices))
+
+
+def chunks(source, key: str = "inputs", size: int = 5000):
+  """`source`'s values of `key` in order, `size` examples at a time (nothing held whole)."""
+  for start in range(0, len(source), size):
+    yield source.get(np.arange(start, min(start + size, len(source))))[key]
+
+
+def channel_stats(batches) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel (mean, standard deviation + 1e-6) as float32 over every example of `batches`
+  (arrays [n, ..., C]), summed in float64: exact for 8-bit pixels, so the same numbers however
+  the data are split (a whole split in memory, or streamed from a source read by index)."""
+  count, total, squares = 0, 0.0, 0.0
+  for x in batches:
+    x = np.asarray(x, np.float64)
+    axes = tuple(range(x.ndim - 1))
+    count += x.size // x.shape[-1]
+    total = total + x.sum(axes)
+    squares = squares + np.square(x).sum(axes)
+  mean = total / count
+  std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+  return mean.astype(np.float32), (std + 1e-6).astype(np.float32)
+
+
+def source_mean(source, key: str = "inputs") -> np.ndarray:
+  """The mean example of `source` (e.g. the mean train image [H, W, C]), streamed, float32."""
+  total, count = 0.0, 0
+  for x in chunks(source, key):
+    total, count = total + np.asarray(x, np.float64).sum(0), count + len(x)
+  return (total / count).astype(np.float32)
+
+
 class Normalizer:
   """Maps raw pixel values (0..255) to float32, with statistics fixed once from train images.
 
   Modes: "standardize" (zero mean, unit variance per channel, statistics from the raw train
-  images, so that eval never leaks into them), "unit" ([0, 1]), "symmetric" ([-1, 1], a tanh
-  generator's range), "none" (cast only).
+  images, so that eval never leaks into them; `channel_stats`), "unit" ([0, 1]), "symmetric"
+  ([-1, 1], a tanh generator's range), "none" (cast only). The statistics come from the raw
+  train images [N, ..., C] in memory, or, for a source read by index, `stats` streamed from it.
   """
 
-  def __init__(self, mode: str, train_raw: np.ndarray):
+  def __init__(self, mode: str, train_raw: np.ndarray | None = None, *, stats=None):
     if mode not in NORMALIZATIONS:
       raise ValueError(f"unknown data.normalize {mode!r}; expected one of {NORMALIZATIONS}")
     self.mode = mode
     if mode == "standardize":
-      ref = train_raw.astype(np.float32)
-      axes = tuple(range(ref.ndim - 1))
-      self._mean, self._std = ref.mean(axis=axes), ref.std(axis=axes) + 1e-6
+      self._mean, self._std = stats if stats is not None else channel_stats([train_raw])
 
   def __call__(self, x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32)

@@ -204,7 +204,7 @@ def read_digits(config) -> np.ndarray:
     from jaxvision.data import tfds  # imported here: tensorflow_datasets is slow to import
 
     split = _TFDS_SPLITS.get(config.digits_split, config.digits_split)
-    images, _ = tfds._read("mnist", split, config.data_dir)
+    images, _ = tfds.read_all("mnist", split, config.data_dir)
   else:
     raise ValueError(
       f"unknown digits_source {config.digits_source!r}; expected one of {DIGITS_SOURCES}"

@@ -24,7 +24,9 @@ class ClassifierFeatures:
     self.step = run.step
     dataset = run.dataset(normalize="none", shuffle_labels=False)
     self.num_classes = dataset.num_classes
-    self._normalize = base.Normalizer(run.config.data.normalize, dataset.train.inputs)
+    mode = run.config.data.normalize
+    stats = base.channel_stats(base.chunks(dataset.train)) if mode == "standardize" else None
+    self._normalize = base.Normalizer(mode, stats=stats)
     self._features = run.predict("features")
     self._batch_size = batch_size
     self.description = f"{run.config.model.name} classifier from {workdir} (step {self.step})"

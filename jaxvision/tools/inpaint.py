@@ -32,6 +32,7 @@ from absl import app, flags, logging
 from jaxvision import images as images_lib
 from jaxvision import runs
 from jaxvision import workdir as workdir_lib
+from jaxvision.data import base as data_base
 
 MASKS = ("center", "left", "random")
 MASKED_FILL = 0.0  # mid-grey in [-1, 1]: what a masked image shows (and a classifier sees) there
@@ -213,13 +214,14 @@ def load(workdir: str, use_ema: bool = True) -> GanRun:
   else:
     generate = jax.jit(lambda z: bound({"z": z}))
   dataset = gan.dataset()
-  mean_image = np.mean(dataset.train.inputs, axis=0)  # [H, W, C]
+  mean_image = data_base.source_mean(dataset.train)  # [H, W, C]
+  eval_ = dataset.eval.get(np.arange(len(dataset.eval)))
   return GanRun(
     generate,
     config.z_dim,
     gan.step,
-    dataset.eval.inputs,
-    dataset.eval.targets,
+    eval_["inputs"],
+    eval_["targets"],
     mean_image,
     num_classes,
   )

@@ -137,8 +137,8 @@ def train_and_evaluate(
   steps_per_call = config.get("steps_per_call", 1)
   if steps_per_call > 1 and not isinstance(dataset.train, data_lib.ArraySource):
     raise ConfigError(
-      f"config.steps_per_call={steps_per_call} keeps the train split on device; a generated "
-      f"source ({config.data.source}) needs steps_per_call=1"
+      f"config.steps_per_call={steps_per_call} keeps the train split on device; a source read "
+      f"by index ({config.data.source}: generated, or from TFDS) needs steps_per_call=1"
     )
   data_info = DataInfo.of(dataset)
   if member_list:

@@ -121,14 +121,53 @@ def test_idx_cross_validation_folds_partition_the_split(tmp_path):
     load_dataset(config)
 
 
-def test_tfds_source_under_mock_data():
+def test_tfds_splits_are_read_by_index_with_the_in_memory_numbers():
+  from jaxvision.data import base
+  from jaxvision.data import tfds as tfds_source
+
   config = data_config("tfds", name="mnist", data_dir="/nonexistent")
   with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
     ds = load_dataset(config)
-  assert ds.train.inputs.shape == (24, 28, 28, 1) and ds.eval.inputs.shape == (24, 28, 28, 1)
-  assert ds.train.inputs.dtype == np.float32 and ds.train.targets.dtype == np.int32
-  assert ds.num_classes == 10
-  assert ds.train.targets.min() >= 0 and ds.train.targets.max() < 10
+    assert isinstance(ds.train, tfds_source.TfdsSource) and len(ds.train) == 24
+    raw, labels = ds.train._raw(np.arange(24))
+    # The same batches as the whole split normalised in memory, bit for bit.
+    expected = base.Normalizer("standardize", raw)(raw)
+    np.testing.assert_array_equal(ds.train.get(np.arange(24))["inputs"], expected)
+    read, source = [], ds.train._source
+
+    class Counting:  # the data source, counting what is read
+      def __len__(self):
+        return len(source)
+
+      def __getitem__(self, i):
+        read.append(i)
+        return source[i]
+
+    ds.train._source = Counting()
+    batch = ds.train.get(np.array([5, 2, 7]))
+    assert read == [5, 2, 7]  # a batch decodes its own examples only
+    np.testing.assert_array_equal(batch["inputs"], expected[[5, 2, 7]])
+    np.testing.assert_array_equal(batch["targets"], labels[[5, 2, 7]])
+    assert batch["inputs"].shape == (3, 28, 28, 1) and batch["inputs"].dtype == np.float32
+    assert ds.num_classes == 10 and ds.eval.get(np.arange(24))["targets"].max() < 10
+    rows = load_dataset(data_config("tfds", name="mnist", data_dir="/x", layout="sequence"))
+    assert rows.train.get(np.arange(2))["inputs"].shape == (2, 28, 28)
+    config.shuffle_labels = True
+    control = load_dataset(config)
+    shuffled = np.random.default_rng(0).permutation(labels)
+    np.testing.assert_array_equal(control.train.get(np.array([3, 1]))["targets"], shuffled[[3, 1]])
+
+
+def test_streamed_statistics_do_not_depend_on_the_chunks():
+  from jaxvision.data import base
+
+  x = np.random.default_rng(0).integers(0, 256, (1000, 4, 4, 3)).astype(np.uint8)
+  whole = base.channel_stats([x])
+  parts = base.channel_stats([x[:7], x[7:500], x[500:]])
+  for a, b in zip(whole, parts, strict=True):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(whole[0], x.reshape(-1, 3).mean(0), rtol=1e-6)
+  np.testing.assert_allclose(whole[1], x.reshape(-1, 3).std(0) + 1e-6, rtol=1e-5)
 
 
 def test_tfds_missing_set_is_a_clear_error(tmp_path):
