@@ -164,8 +164,18 @@ def train_step(
   aug_keys = jax.random.split(aug_key, 3)  # real, fake for D, fake for G
   d_drop, g_drop = jax.random.split(drop_key)
 
+  # The generator runs forward once: its images feed the discriminator's update, and its VJP
+  # takes the generator's gradient back from the updated discriminator's verdict on them. Its
+  # batch statistics are those of this forward pass.
+  fake, g_vjp, g_stats = jax.vjp(
+    lambda g_params: _apply(
+      state.g_apply, g_params, state.g_batch_stats, z, *fake_labels, train=True
+    ),
+    state.g_params,
+    has_aux=True,
+  )
+
   # Discriminator: real and generated batches pass separately (own batch statistics).
-  fake, _ = _apply(state.g_apply, state.g_params, state.g_batch_stats, z, *fake_labels, train=True)
 
   def d_objective(d_params, with_r1):
     def d_real(x):
@@ -200,19 +210,22 @@ def train_step(
   d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
   d_params = optax.apply_updates(state.d_params, d_updates)
 
-  # Generator: its batch statistics come from this forward pass; the discriminator's statistic
-  # updates from judging the generator's batch are not kept.
-  def g_objective(g_params):
-    fake, g_stats = _apply(
-      state.g_apply, g_params, state.g_batch_stats, z, *fake_labels, train=True
-    )
-    fake_in = aug(aug_keys[2], fake)
+  # Generator: through the updated discriminator (whose statistic updates from judging the
+  # generator's batch are not kept), back to the images, then through the generator's VJP.
+  def g_objective(images):
     logits, _ = _apply(
-      state.d_apply, d_params, d_stats, fake_in, *fake_labels, train=True, rng=g_drop
+      state.d_apply,
+      d_params,
+      d_stats,
+      aug(aug_keys[2], images),
+      *fake_labels,
+      train=True,
+      rng=g_drop,
     )
-    return g_loss_fn(logits, loss), g_stats
+    return g_loss_fn(logits, loss)
 
-  (g_loss, g_stats), g_grads = jax.value_and_grad(g_objective, has_aux=True)(state.g_params)
+  g_loss, image_grads = jax.value_and_grad(g_objective)(fake)
+  (g_grads,) = g_vjp(image_grads)
   g_grads = parallel.pmean(g_grads, axis_name)
   g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, g_updates)
