@@ -1,6 +1,7 @@
 """Test setup: 8 virtual CPU devices (set before JAX is imported) and shared fixtures."""
 
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -10,6 +11,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # by the core count) a collective can wait forever for a device whose program is queued behind
 # the others, and XLA aborts the process after 40 s (see jaxvision.parallel.ensure_cpu_threads).
 os.environ.setdefault("PJRT_NPROC", "16")
+# Generated data sets are cached (jaxvision.data.cache): in the tests, under the temp folder.
+os.environ.setdefault(
+  "JAXVISION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"jaxvision-test-cache-{os.getuid()}")
+)
 
 import pathlib  # noqa: E402
 

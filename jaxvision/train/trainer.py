@@ -149,7 +149,8 @@ def train_and_evaluate(
   evaluators = create_evaluators(config, task, dataset, strategy, workdir, eval_key)
 
   run = Run(config, workdir, strategy, options, meta={"data_info": data_info.as_dict()})
-  state = run.restore_or_create(lambda: task.init_state(init_key))
+  # One compiled initialisation (eagerly, every initializer compiles on its own: seconds).
+  state = run.restore_or_create(lambda: jax.jit(task.init_state)(init_key))
   print(
     f"{dataset.description}: {len(dataset.train)} train / {len(dataset.eval)} eval; "
     f"{task.summary(strategy.global_state(state))}; {strategy.num_devices} devices "

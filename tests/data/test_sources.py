@@ -178,15 +178,36 @@ def test_tfds_missing_set_is_a_clear_error(tmp_path):
     load_dataset(config)
 
 
-def test_mnist1d_generated_offline_with_package_defaults():
+def test_mnist1d_generated_offline_with_package_defaults(tmp_path, monkeypatch):
+  from jaxvision.data import mnist1d
+
+  monkeypatch.setenv("JAXVISION_CACHE_DIR", str(tmp_path))
   state = np.random.get_state()
-  ds = load_dataset(data_config("mnist1d"))
+  ds = load_dataset(data_config("mnist1d"))  # generated, then cached
   assert ds.train.inputs.shape == (4000, 40, 1) and ds.eval.inputs.shape == (1000, 40, 1)
   assert ds.num_classes == 10 and set(np.unique(ds.train.targets)) == set(range(10))
   # make_dataset seeds numpy's global generator; the loader must leave it as it was
   np.testing.assert_array_equal(np.random.get_state()[1], state[1])
-  again = load_dataset(data_config("mnist1d"))
+  assert len(list(tmp_path.glob("mnist1d-*-defaults.npz"))) == 1
+  again = load_dataset(data_config("mnist1d"))  # read back: the very same arrays
   np.testing.assert_array_equal(ds.train.inputs, again.train.inputs)
+  fresh = mnist1d._generate()
+  np.testing.assert_array_equal(again.eval.inputs[..., 0], fresh["x_test"].astype(np.float32))
+  np.testing.assert_array_equal(again.train.targets, fresh["y"])
+
+
+def test_the_cache_makes_once_and_remakes_a_damaged_file(tmp_path, monkeypatch):
+  from jaxvision.data import cache
+
+  monkeypatch.setenv("JAXVISION_CACHE_DIR", str(tmp_path / "c"))
+  calls = []
+  make = lambda: calls.append(1) or {"a": np.arange(3)}
+  for _ in range(2):
+    np.testing.assert_array_equal(cache.load_or_make("x", make)["a"], np.arange(3))
+  assert len(calls) == 1
+  (tmp_path / "c" / "x.npz").write_bytes(b"not a zip")
+  np.testing.assert_array_equal(cache.load_or_make("x", make)["a"], np.arange(3))
+  assert len(calls) == 2 and sorted(p.name for p in (tmp_path / "c").iterdir()) == ["x.npz"]
 
 
 def test_digits_fixed_split():
