@@ -180,12 +180,50 @@ def _quiet_thread_exceptions(args) -> None:
   del args
 
 
+class _WithoutClosedLoopTracebacks:
+  """stderr without asyncio's "Event loop is closed" tracebacks from Orbax's closed loops.
+
+  On a full disk, TensorStore's C++ threads call back into the event loop of a checkpoint write
+  that has already failed and closed it; Python prints those tracebacks straight to
+  `sys.stderr` (past `sys.excepthook` and `threading.excepthook`), before the failed save's own
+  one-line error. A traceback is held until it is complete and dropped only if every frame is
+  asyncio's and it ends in that error; everything else passes through unchanged.
+  """
+
+  HEADER = "Traceback (most recent call last):"
+
+  def __init__(self, stream):
+    self._stream, self._held = stream, ""
+
+  def write(self, text: str) -> int:
+    if not self._held and not text.startswith(self.HEADER):
+      return self._stream.write(text)
+    self._held += text
+    lines = self._held.splitlines()
+    if self._held.endswith("\n") and len(lines) > 1 and not lines[-1].startswith(" "):
+      held, self._held = self._held, ""
+      frames = [line for line in lines[1:-1] if line.startswith("  File ")]
+      closed_loop = lines[-1] == "RuntimeError: Event loop is closed" and all(
+        "asyncio" in frame for frame in frames
+      )
+      if not closed_loop:
+        self._stream.write(held)
+    return len(text)
+
+  def flush(self) -> None:
+    self._stream.flush()
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
 def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs (orbax) drown the progress lines
   if FLAGS.verbosity < 1:
     logging.get_absl_handler().addFilter(_quiet_checkpoint_threads)
     threading.excepthook = _quiet_thread_exceptions
+    sys.stderr = _WithoutClosedLoopTracebacks(sys.stderr)
   from jaxvision.config_dict import ConfigError
 
   try:

@@ -23,3 +23,29 @@ def test_the_clis_import_together_and_define_no_flags():
   )
   assert done.returncode == 0, done.stderr
   assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def test_stderr_drops_only_closed_event_loop_tracebacks():
+  import io
+
+  from jaxvision import main
+
+  out = io.StringIO()
+  stderr = main._WithoutClosedLoopTracebacks(out)
+  closed = [  # as Python prints one, piece by piece, from TensorStore's threads
+    "Traceback (most recent call last):\n",
+    '  File "/x/asyncio/base_events.py", line 806, in call_soon_threadsafe\n',
+    "    self._check_closed()\n",
+    '  File "/x/asyncio/base_events.py", line 519, in _check_closed\n',
+    "    raise RuntimeError('Event loop is closed')\n",
+    "RuntimeError: Event loop is closed\n",
+  ]
+  other = [
+    "Traceback (most recent call last):\n",
+    '  File "/repo/jaxvision/loop.py", line 3, in train\n',
+    "    step()\n",
+    "RuntimeError: Event loop is closed\n",  # the same error from our own code: kept
+  ]
+  for piece in ["warning: a\n", *closed, *closed, *other, "error: the one line\n"]:
+    stderr.write(piece)
+  assert out.getvalue() == "warning: a\n" + "".join(other) + "error: the one line\n"
