@@ -7,15 +7,20 @@ three are given explicitly; `./launch.sh -n N` starts N local processes that way
 A process that dies (killed, its host lost) stops the others within `heartbeat_timeout_s`
 seconds (JAX's default: 100) with one line on stderr and exit status 1, instead of JAX's abort
 with a C++ stack trace: processes are started "recoverable", so the coordinator does not abort
-the survivors, and a watch thread polls it for live processes. If the lost process is process 0
-(which hosts the coordinator), JAX's client still aborts the others at once, with its own log.
-Every process then reruns the same command to resume from the newest checkpoint.
+the survivors, and a watch thread polls it for live processes. With an explicit coordinator
+(`./launch.sh`, or the three values given), the service runs in a helper process of its own
+(`jaxvision.coordinator`) rather than inside process 0, so that losing process 0 is a lost process
+like any other; on a detected cluster JAX hosts it in process 0, whose loss still aborts the
+others with JAX's own log. Every process then reruns the same command to resume from the newest
+checkpoint.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -91,8 +96,17 @@ def initialize(
   watch = hasattr(jax.config, "jax_enable_recoverability")
   if watch:
     jax.config.update("jax_enable_recoverability", True)
+  serve_elsewhere = bool(coordinator_address) and num_processes > 1 and process_id == 0
   try:
-    jax.distributed.initialize(**kwargs)
+    if serve_elsewhere:  # the service in its own process: losing process 0 is like any other
+      with _service_in_helper(
+        kwargs.get("coordinator_bind_address", coordinator_address),
+        num_processes,
+        heartbeat_timeout_s,
+      ):
+        jax.distributed.initialize(**kwargs)
+    else:
+      jax.distributed.initialize(**kwargs)
   except ValueError as e:
     # JAX names the first value that neither the arguments nor a detected cluster supplied
     # ("coordinator_address should be defined."); other ValueErrors are about given values.
@@ -115,6 +129,58 @@ def initialize(
   atexit.register(_leave_together, client, closing)
 
 
+class _ServiceElsewhere:
+  """What JAX keeps as process 0's service when `jaxvision.coordinator` runs it."""
+
+  def shutdown(self) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _service_in_helper(address: str, num_processes: int, heartbeat_timeout_s: int):
+  """Starts `jaxvision.coordinator` serving `address`, and while JAX initializes, has process 0
+  use it instead of starting the service in-process. The helper learns that this process has
+  ended when the pipe whose write end only this process holds closes. (JAX internals: where
+  the service cannot be swapped, JAX's own in-process service stays.)"""
+  from jax._src import distributed as jax_distributed
+
+  runtime = getattr(jax_distributed, "_jax", None)
+  if not hasattr(runtime, "get_distributed_runtime_service"):
+    yield
+    return
+  parent_read, parent_write = os.pipe()  # parent_write stays open until this process ends
+  ready_read, ready_write = os.pipe()
+  command = [
+    sys.executable, "-m", "jaxvision.coordinator", f"--address={address}",
+    f"--num_processes={num_processes}", f"--heartbeat_timeout_s={heartbeat_timeout_s}",
+    f"--parent_fd={parent_read}", f"--ready_fd={ready_write}",
+  ]  # fmt: skip
+  subprocess.Popen(
+    command,
+    pass_fds=(parent_read, ready_write),
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,  # (a start-up error comes back through the pipe)
+    start_new_session=True,  # a terminal's Ctrl-C is for the training processes
+  )
+  os.close(parent_read)
+  os.close(ready_write)
+  _HELD.append(parent_write)
+  answer = os.read(ready_read, 600).decode(errors="replace")
+  os.close(ready_read)
+  if answer != "ok":
+    raise RuntimeError(f"the coordination service for {address} did not start: {answer}")
+  create = runtime.get_distributed_runtime_service
+  runtime.get_distributed_runtime_service = lambda *args, **kwargs: _ServiceElsewhere()
+  try:
+    yield
+  finally:
+    runtime.get_distributed_runtime_service = create
+
+
+_HELD: list[int] = []  # the pipe's write end: open for as long as this process lives
+
+
 def _leave_together(client, closing: threading.Event) -> None:
   """The exit order recoverable processes need (JAX's shutdown barrier skips them): all meet;
   the others disconnect while the coordinator still serves them; process 0, which hosts it,
@@ -132,10 +198,12 @@ def _leave_together(client, closing: threading.Event) -> None:
   while time.monotonic() < deadline:
     try:
       if set(client.get_live_nodes(list(range(count)))) <= {0}:
-        return
+        break
     except Exception:
-      return
+      break
     time.sleep(0.05)
+  for fd in _HELD:  # a helper's service may stop soon: everyone has left
+    os.write(fd, b"done")
 
 
 def _watch_peers(client, count: int, closing: threading.Event) -> None:

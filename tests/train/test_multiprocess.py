@@ -190,39 +190,41 @@ def test_sigterm_to_launch_sh_checkpoints_and_exits_75(tmp_path):
   )
 
 
-def test_a_killed_process_stops_the_other_within_the_heartbeat_with_one_line(tmp_path):
+@pytest.mark.parametrize("killed", [1, 0], ids=["process_1", "process_0"])
+def test_a_killed_process_stops_the_other_within_the_heartbeat_with_one_line(killed, tmp_path):
   """No launcher to stop the others: the survivor notices the lost process through the
-  coordinator's heartbeats (--heartbeat_timeout_s) and ends with one line, exit 1; the rerun
+  coordination service's heartbeats (--heartbeat_timeout_s) and ends with one line, exit 1, also
+  when the lost one is process 0 (the service runs in a helper process of its own); the rerun
   resumes from the last checkpoint."""
   workdir = tmp_path / "run"
   args = [*ARGS, "--config.num_train_steps=400", "--config.log_every_steps=1",
           "--config.checkpoint.every_steps=2", f"--workdir={workdir}"]  # fmt: skip
   procs = _start_two(args, "--heartbeat_timeout_s=5")
+  survivor = procs[1 - killed]
   try:
     for line in procs[0].stdout:
       if line.startswith("step 5/"):
         break
-    procs[1].kill()
-    killed = time.monotonic()
-    code = procs[0].wait(timeout=120)
-    seconds = time.monotonic() - killed
+    procs[killed].kill()
+    lost = time.monotonic()
+    code = survivor.wait(timeout=120)
+    seconds = time.monotonic() - lost
   finally:
     for p in procs:
       p.kill()
-  stderr = procs[0].stderr.read()
+  stderr = survivor.stderr.read()
   errors = [line for line in stderr.splitlines() if line.startswith("error:")]
   assert code == 1 and seconds < 30, (code, seconds, stderr[-2000:])
-  assert len(errors) == 1 and "lost a process (process 1 " in errors[0], stderr[-2000:]
+  assert len(errors) == 1 and f"lost a process (process {killed} " in errors[0], stderr[-2000:]
   assert not any(s in stderr for s in ("Traceback", "Check failure", "Fatal")), stderr[-2000:]
   step, _ = _params(workdir)
   assert step >= 4
   record(
-    "multi-host: a process killed, no launcher",
-    "`kill -9` to process 1 of 2 `--jax_distributed` processes (explicit coordinator, "
+    f"multi-host: process {killed} killed, no launcher",
+    f"`kill -9` to process {killed} of 2 `--jax_distributed` processes (explicit coordinator, "
     "`--heartbeat_timeout_s=5`) after step 5",
-    f"process 0 stops {seconds:.0f} s later with one line naming the lost process, exit 1 "
-    f"(JAX's default: an abort with a C++ stack trace after 100 s); checkpoint step {step} "
-    "stays the newest, to resume from. Losing process 0 (the coordinator's host) still ends the "
-    "others with JAX's own abort",
+    f"process {1 - killed} stops {seconds:.0f} s later with one line naming the lost process, "
+    f"exit 1 (JAX's default: an abort with a C++ stack trace); checkpoint step {step} stays the "
+    "newest, to resume from",
     "since the last checkpoint (every 2 here)",
   )
