@@ -133,7 +133,7 @@ def train(
   if step >= total and all(d is not None for d in done):
     for t in tracks:
       t.run.close()
-    where = first.workdir if members is None else os.path.dirname(first.workdir)
+    where = f"{first.workdir}/results.json" if members is None else os.path.dirname(first.workdir)
     print(f"Already finished at step {step}; results in {where}", flush=True)
     finals = [d.get("final", {}) for d in done]
     return Outcome("finished", step, finals[0] if members is None else _by_name(tracks, finals))
