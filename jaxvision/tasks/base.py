@@ -72,6 +72,12 @@ class Task:
     `fold_in(key, state.step)`; `axis_name` is the device axis under pmap (None under jit)."""
     raise NotImplementedError
 
+  def step_options(self, step: int) -> dict:
+    """Static keyword arguments of `train_step` for the step after `step` steps (chosen on the
+    host: one compiled program per distinct value, e.g. a regulariser every k steps); {} for
+    most Tasks. Steps scanned together (`steps_per_call`) take none."""
+    return {}
+
   def with_optimizers(self, state):
     """`state` with this Task's optimizers in its static fields (e.g. `tx`) in place of those it
     was made with: how members that differ in learning rate share one step

@@ -166,7 +166,7 @@ def _where(mask: jax.Array, a, b):
 
 def make_step(tasks: list, members: list[Member], impl: str, shared_batch: bool):
   """The members' train step `(members state, batch, keys [K], hyperparameters) -> (state,
-  metrics [K])`, pure, with the Task step's `axis_name` keyword.
+  metrics [K])`, pure, with the Task step's `axis_name` keyword and its `step_options`.
 
   Args:
     tasks: each member's Task (the same family and model; their optimizers' values differ).
@@ -187,16 +187,16 @@ def make_step(tasks: list, members: list[Member], impl: str, shared_batch: bool)
       _get(config, ".".join(block))[leaf] = value
     return type(task)(config, task.data, task.axis_name)
 
-  def one(member_task, state, batch, key, axis_name):
+  def one(member_task, state, batch, key, axis_name, options):
     new, metrics = member_task.train_step(
-      member_task.with_optimizers(state), batch, key, axis_name=axis_name
+      member_task.with_optimizers(state), batch, key, axis_name=axis_name, **options
     )
     return task.with_optimizers(new), metrics  # static fields as the input's
 
-  def step(state: MembersState, batch, keys_, values, *, axis_name=None):
+  def step(state: MembersState, batch, keys_, values, *, axis_name=None, **options):
     if impl == "vmap":
       new, metrics = jax.vmap(
-        lambda s, b, k, v: one(traced_task(v), s, b, k, axis_name),
+        lambda s, b, k, v: one(traced_task(v), s, b, k, axis_name, options),
         in_axes=(0, None if shared_batch else 0, 0, 0),
       )(state.members, batch, keys_, values)
     else:
@@ -207,6 +207,7 @@ def make_step(tasks: list, members: list[Member], impl: str, shared_batch: bool)
           batch if shared_batch else index(batch, k),
           keys_[k],
           axis_name,
+          options,
         )
         for k in range(count)
       ]

@@ -92,6 +92,21 @@ def host_batches(source, sampler, strategy) -> Callable[[int], dict]:
   return lambda step: strategy.place_local_batch(source.get(sampler.indices(step)[rows]))
 
 
+def compiled_per_option(compile_, step_fn, step_options):
+  """`step -> the compiled step for that step`: `step_fn` with the Task's `step_options(step)`,
+  compiled once per distinct set of options."""
+  cache = {}
+
+  def get(step: int):
+    options = step_options(step)
+    key = tuple(sorted(options.items()))
+    if key not in cache:
+      cache[key] = compile_(functools.partial(step_fn, **options))
+    return cache[key]
+
+  return get
+
+
 def create_evaluators(config, task, dataset, strategy, workdir: str, key) -> list:
   """`config.evaluators`, each given the Task's prediction functions and facts, the data, the
   strategy, the workdir, the eval key and the experiment's XLA options."""
@@ -162,7 +177,7 @@ def train_and_evaluate(
   compile_ = functools.partial(
     strategy.compile, donate_state=True, compiler_options=compiler_options
   )
-  p_train_step = compile_(step_fn)
+  p_train_step = compiled_per_option(compile_, step_fn, task.step_options)
   sampler = data_lib.BatchSampler(len(dataset.train), config.data.batch_size, config.seed)
   depth = prefetch_depth(config.data.get("prefetch", 0), steps_per_call)
   batches = data_lib.Prefetcher(host_batches(dataset.train, sampler, strategy), depth)
@@ -174,7 +189,7 @@ def train_and_evaluate(
 
   def advance(state, step, k):
     if k == 1:
-      return p_train_step(state, batches.get(step), train_key)
+      return p_train_step(step)(state, batches.get(step), train_key)
     indices = np.stack([sampler.indices(s) for s in range(step, step + k)])  # [K, B]
     return p_train_steps(state, device_data, strategy.place_batch(indices, 1), train_key)
 
@@ -231,7 +246,7 @@ def train_members(config, workdir, options, strategy, dataset, members) -> loop.
   compile_ = functools.partial(
     strategy.compile, donate_state=True, compiler_options=xla.compiler_options(config.xla)
   )
-  p_step = compile_(step_fn)
+  p_step = compiled_per_option(compile_, step_fn, member_tasks[0].step_options)
   samplers = [
     data_lib.BatchSampler(len(dataset.train), config.data.batch_size, m.config.seed)
     for m in members
@@ -252,7 +267,7 @@ def train_members(config, workdir, options, strategy, dataset, members) -> loop.
 
   def advance(state, step, k):
     if k == 1:
-      return p_step(state, batches.get(step), train_keys, values)
+      return p_step(step)(state, batches.get(step), train_keys, values)
     window = np.stack([indices(s) for s in range(step, step + k)])  # [k, (K,) B]
     placed = strategy.place_batch(window, window.ndim - 1)
     return p_steps(state, device_data, placed, train_keys, values)

@@ -107,6 +107,31 @@ def test_lazy_r1_is_r1_weighted_by_its_interval_on_its_steps_and_off_between():
   assert float(lazy2_metrics["r1"]) == 0.0
 
 
+def test_the_task_chooses_lazy_r1_steps_on_the_host_with_the_same_numbers():
+  from jaxvision.tasks.base import DataInfo
+
+  config = digits_gan_config()
+  config.discriminator.batch_norm = False
+  config.r1_gamma, config.r1_every = 0.5, 2
+  task = gan.Task(config, DataInfo((8, 8, 1), {"num_classes": 10}))
+  assert [task.step_options(s) for s in range(3)] == [
+    {"with_r1": True},
+    {"with_r1": False},
+    {"with_r1": True},
+  ]
+  real = {"inputs": np.random.default_rng(0).uniform(-1, 1, (64, 8, 8, 1)).astype(np.float32)}
+  on_device = host = task.init_state(jax.random.key(0))
+  for s in range(3):  # lax.cond inside the step against one program per kind of step
+    on_device, _ = jax.jit(task.train_step)(on_device, real, jax.random.key(1))
+    options = task.step_options(s)
+    host, metrics = jax.jit(lambda st, b, k, o=options: task.train_step(st, b, k, **o))(
+      host, real, jax.random.key(1)
+    )
+    assert (float(metrics["r1"]) > 0) == (s % 2 == 0)
+  for x, y in zip(jax.tree.leaves(on_device.d_params), jax.tree.leaves(host.d_params), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow  # ~90 s; the GAN's cheap forms: loop contract, equivalence, evaluate
 def test_gan_run_metrics_samples_resume_and_sample_cli(tmp_path):
   # a quick classifier on the same data provides the features of the metrics
