@@ -296,3 +296,15 @@ def test_write_hparams_reads_back_in_tensorboard(tmp_path):
     "eval_count",
   }
   assert acc.Scalars("eval_accuracy")[0].value == pytest.approx(0.93)
+
+
+def test_named_sweep_points_are_labelled_by_their_names(tmp_path):
+  sweep = tmp_path / "ablation"
+  _write(sweep / "plain", _record(0, 0.001, _final(0.90, 0.3)))
+  _write(sweep / "faster", _record(0, 0.003, _final(0.92, 0.2)))
+  runs, _ = report.load_runs([str(sweep)])
+  assert sorted(g.label for g in report.group_runs(runs)) == ["faster", "plain"]
+  _write(tmp_path / "seeds" / "seed=0", _record(0, 0.001, _final(0.9, 0.3)))
+  _write(tmp_path / "seeds" / "seed=1", _record(1, 0.003, _final(0.9, 0.3)))
+  runs, _ = report.load_runs([str(tmp_path / "seeds")])
+  assert "optimizer.learning_rate=" in report.group_runs(runs)[0].label  # k=v names: the keys

@@ -249,7 +249,14 @@ def group_runs(runs, over=DEFAULT_OVER) -> list[Group]:
 
 
 def _label(groups: list[Group]) -> None:
-  """Names each point by what differs between the points of one config file."""
+  """Names each point by what differs between the points of one config file, or by its name in
+  its sweep (the `_name` of an experiment's sweep point: its workdir's name) where every point
+  has one."""
+  names = [{os.path.basename(os.path.normpath(r["workdir"])) for r in g.runs} for g in groups]
+  if len(groups) > 1 and all(len(n) == 1 and "=" not in next(iter(n)) for n in names):
+    for group, name in zip(groups, names, strict=True):
+      group.label = next(iter(name))
+    return
   keys = sorted({k for g in groups for k in g.settings})
   varied = [k for k in keys if len({_hashable(g.settings.get(k)) for g in groups}) > 1]
   experiments = [experiment_of(g.runs[0]) for g in groups]
