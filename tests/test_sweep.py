@@ -13,6 +13,7 @@ import time
 import pytest
 
 from jaxvision.tools import sweep
+from tests.reliability import record
 
 try:  # the fixture starts a real one-node SLURM cluster (and skips where it cannot)
   from tests.cluster import slurm_cluster  # noqa: F401
@@ -143,6 +144,13 @@ def test_dry_run_and_sbatch_script(tmp_path, capsys):
   script = (root / "toy_v" / "sweep.sbatch").read_text()
   assert "#SBATCH --array=0-2%2\n" in script and "#SBATCH --time=10\n" in script
   assert f"#SBATCH --cpus-per-task={os.cpu_count()}\n" in script  # never oversubscribed
+  record(
+    "`sweep --slurm` without `--parallel`",
+    "`python -m jaxvision.tools.sweep --slurm` on a 2-core node",
+    f"each array task asks SLURM for this machine's cores (`#SBATCH --cpus-per-task="
+    f"{os.cpu_count()}`): the scheduler never runs more points than the node has cores for",
+    "-",
+  )
   (points_file,) = (root / "toy_v").glob("points-*.json")
   assert f"--points_file={points_file}" in script and '--point="$SLURM_ARRAY_TASK_ID"' in script
   points = json.loads(points_file.read_text())["points"]
