@@ -177,3 +177,31 @@ def test_members_parse_into_standalone_configs():
   values = members.hyperparameters(parsed)
   assert list(values) == ["optimizer.learning_rate"]
   np.testing.assert_allclose(values["optimizer.learning_rate"], [1e-3, 1e-3, 3e-3, 3e-3])
+
+
+@pytest.mark.slow
+def test_five_mnist1d_cnn_members_equal_five_standalone_runs(tmp_path):
+  """The acceptance form: K = 5 members of the MNIST-1D CNN experiment (shortened) against the
+  five runs a user would start, one per seed."""
+  from experiments import mnist1d_cnn
+
+  def config(**overrides):
+    c = mnist1d_cnn.get_config()
+    c.num_train_steps = c.eval_every_steps = c.checkpoint.every_steps = 200
+    c.log_every_steps = 50
+    c.schedule.warmup_steps = 20
+    c.update(overrides)
+    return c
+
+  assert train(config(members="seed=0:5"), tmp_path / "members").status == "finished"
+  for seed in range(5):
+    alone = tmp_path / f"seed={seed}"
+    assert train(config(seed=seed), alone).status == "finished"
+    member = tmp_path / "members" / f"member=seed={seed}"
+    (step_a, a), (step_b, b) = params(member), params(alone)
+    assert step_a == step_b == 200
+    for x, y in zip(a, b, strict=True):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert final(member)["final"]["eval_accuracy"] == pytest.approx(
+      final(alone)["final"]["eval_accuracy"], abs=1e-6
+    )
