@@ -200,9 +200,11 @@ def train(
       stopping = any_process(signals.stop) and step < total
       if step % config.log_every_steps == 0 or step == total:
         state = check_frozen(state)
+        summary = window.summary()  # with members: [K] per metric, computed once
         for t, writer in zip(tracks, output, strict=True):
           if not t.frozen:
-            writer.write(step, track_window(t).summary(), window=True)
+            row = summary if members is None else {k: float(v[t.index]) for k, v in summary.items()}
+            writer.write(step, row, window=True)
         window = new_window()
       if step % config.eval_every_steps == 0 and step != total:
         state = check_frozen(state)

@@ -72,9 +72,6 @@ class MemberWindow:
   def fetch(self) -> dict[str, list]:
     return {k: [float(row[self._index]) for row in v] for k, v in self._window.fetch().items()}
 
-  def summary(self) -> dict:
-    return {k: float(v[self._index]) for k, v in self._window.summary().items()}
-
   def first_non_finite(self, step: int) -> str | None:
     """The first metric (in order) that is not finite at `step`, if the window holds it."""
     offset = step - self._window.first_step
