@@ -8,7 +8,7 @@ the report is rewritten from what has finished (`--report_only` writes it withou
 A few hours of a 2-core CPU in all; the cheap rows come first, the video models last.
 """
 
-from jaxvision.tools.campaign import Sweep
+from jaxvision.tools.campaign import Analysis, Sweep
 
 TITLE = "jaxvision experiment results"
 OUT = "experiments/RESULTS.md"
@@ -80,4 +80,13 @@ def get_campaign():
     Sweep("experiments/mnist_cnn.py:idx_sharp", table="The GAN metrics' feature classifier"),
     Sweep("experiments/mnist_dcgan.py:idx_ablation", table=gan_ablation),
     Sweep("experiments/mnist_dcgan.py:idx_best", table="DCGAN on offline MNIST: the recipe"),
+    # Inpainting 512 held-out digits with each seed of the recipe, per mask.
+    Analysis(
+      "experiments/mnist_dcgan.py:idx_best",
+      "jaxvision.tools.inpaint",
+      "mask",
+      ("center", "left", "random"),
+      args=("--num=512", "--classifier_workdir=runs/mnist_cnn_idx_sharp/default"),
+      table="DCGAN recipe: inpainting 512 held-out digits",
+    ),
   ]

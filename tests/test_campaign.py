@@ -1,6 +1,7 @@
 """The one command that regenerates a results file: a tiny campaign (two folds of CNN A, a few
 steps) run end to end through the CLI, resumed, and refused when the recipe has changed."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -149,3 +150,74 @@ def test_the_campaign_runs_resumes_and_refuses_a_changed_recipe(tmp_path):
   rerun = _campaign(tmp_path, changed)
   assert rerun.returncode == 1
   assert "STALE data.fold=0" in rerun.stdout and "schedule.warmup_steps: 2 -> 3" in rerun.stdout
+
+
+FAKE_TOOL = """
+import json, os, shlex, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+with open(os.path.join(args["workdir"], "results.json")) as f:
+  seed = json.load(f)["seed"]
+os.makedirs(args["record_dir"], exist_ok=True)
+record = {
+  "command": shlex.join(["python", "-m", "fake_tool", *sys.argv[1:]]),
+  "config": {"seed": seed, "tool": {"mask": args["mask"], "scale": float(args["scale"])}},
+  "seed": seed,
+  "final": {"score": float(args["scale"]) * len(args["mask"]) + seed},
+  "metrics": [{"name": "score", "format": "float", "better": "higher"}],
+}
+with open(os.path.join(args["record_dir"], "results.json"), "w") as f:
+  json.dump(record, f)
+"""
+
+
+def test_an_analysis_runs_a_tool_on_each_finished_point_and_tabulates_its_records(
+  tmp_path, monkeypatch
+):
+  (tmp_path / "fake_tool.py").write_text(FAKE_TOOL)
+  monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+  points = []
+  for seed in (0, 1, 2):
+    workdir = tmp_path / "runs" / f"seed={seed}"
+    workdir.mkdir(parents=True)
+    if seed < 2:  # seed 2 has not finished: nothing to analyse
+      (workdir / "results.json").write_text(json.dumps({"seed": seed, "final": {}}))
+    points.append({"name": f"seed={seed}", "workdir": str(workdir)})
+  plan = {"points": points}
+  a = campaign.Analysis(
+    "experiments/x.py", "fake_tool", "mask", ("ab", "abcd"), args=("--scale=2",), table="Fake"
+  )
+  assert campaign.run_analysis(a, plan) == 0
+  record = tmp_path / "runs" / "seed=1" / "fake_tool" / "mask=abcd" / "results.json"
+  assert json.loads(record.read_text())["final"] == {"score": 9.0}  # 2 * 4 + 1
+  assert not (tmp_path / "runs" / "seed=2" / "fake_tool").exists()
+  records, notes = campaign.analysis_records(a, plan)
+  assert len(records) == 4 and notes == []
+  from jaxvision.tools import report
+
+  text = report.render(records, "T", "cmd", table_names={a.name: "Fake"})
+  assert "## Fake" in text
+  rows = [line for line in text.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+  # one row per mask, mean +- std over the two seeds: 4 + {0, 1} and 8 + {0, 1}
+  assert "tool.mask=ab" in rows[0] and "4.500 ± 0.707 " in rows[0] and "| 2 |" in rows[0]
+  assert "tool.mask=abcd" in rows[1] and "**8.500 ± 0.707**" in rows[1]
+  # done records are skipped; other arguments redo them; a missing record is noted
+  mtime = record.stat().st_mtime_ns
+  assert campaign.run_analysis(a, plan) == 0 and record.stat().st_mtime_ns == mtime
+  changed = dataclasses.replace(a, args=("--scale=3",))
+  records, notes = campaign.analysis_records(changed, plan)
+  assert records == [] and "4 records missing or stale" in notes[0]
+  assert campaign.run_analysis(changed, plan) == 0
+  assert json.loads(record.read_text())["final"] == {"score": 13.0}
+
+
+def test_an_analysis_of_a_sweep_not_in_the_campaign_is_one_line(tmp_path):
+  path = tmp_path / "campaign.py"
+  path.write_text(
+    "from jaxvision.tools.campaign import Analysis, Sweep\n"
+    "def get_campaign():\n"
+    "  return [Sweep('experiments/mnist_cnn.py:idx'),\n"
+    "          Analysis('experiments/mnist_dcgan.py:idx', 'jaxvision.tools.inpaint', 'mask',\n"
+    "                   ('center',))]\n"
+  )
+  with pytest.raises(campaign.CampaignError, match="no sweep of 'experiments/mnist_dcgan.py:idx'"):
+    campaign.load(str(path))

@@ -193,3 +193,27 @@ def test_run_on_a_trained_digits_gan(tmp_path):
 
   trainer.train_and_evaluate(tiny_digits_gan_config(), str(tmp_path / "gan"))
   check_run(inpaint.load(str(tmp_path / "gan")), 2, tmp_path)
+
+
+def test_the_record_tabulates_like_a_run(tmp_path):
+  from jaxvision.tools import report
+
+  write_gan_workdir(tmp_path / "gan", tiny_digits_gan_config())
+  gan_run = inpaint.load(str(tmp_path / "gan"))
+  classify = lambda x: np.stack([x.mean((1, 2, 3)) < 0, x.mean((1, 2, 3)) >= 0], -1)
+  results = inpaint.run(gan_run, "left", num=8, steps=2, classify=classify)
+  settings = {"mask": "left", "num": 8, "steps": 2}
+  record = inpaint.make_record(str(tmp_path / "gan"), results, settings, "python -m x", 1.5)
+  final = record["final"]
+  assert final["hole_mse_ratio"] == pytest.approx(
+    results["hole_mse_gan"] / results["hole_mse_mean_fill"]
+  )
+  assert final["accuracy_gain"] == pytest.approx(
+    results["accuracy_repaired"] - results["accuracy_mean_fill"]
+  )
+  # an unfinished GAN run: its config.json, with the settings under `inpaint`
+  assert record["config"]["inpaint"] == settings and record["seed"] == 0
+  assert record["num_train_steps"] == 2 and "first 8 eval images" in record["dataset"]
+  names = [m["name"] for m in report.declared_metrics(record)]
+  assert names[0] == "hole_mse_ratio" and "accuracy_gan_class" not in names
+  assert set(names) <= set(final)

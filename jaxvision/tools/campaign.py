@@ -4,11 +4,15 @@
   python -m jaxvision.tools.campaign --campaign=experiments/campaign.py --report_only
   python -m jaxvision.tools.campaign --campaign=experiments/campaign.py --only=mnist_cnn,seed_lstm
 
-A campaign file defines `get_campaign()`, a list of `Sweep`s, and may set `TITLE`, `OUT` (the
-Markdown file, relative to the repository root, e.g. `experiments/RESULTS.md`), `PLOTS` (a folder
-for learning-curve PNGs) and `NOTES` (lines printed under the tables). Each sweep is
-`python -m jaxvision.tools.sweep --config=CONFIG --axis=...` with its points in
-`<root>/<experiment>[_<ARG>]/<point>`, so the same points are shared with sweeps run by hand.
+A campaign file defines `get_campaign()`, a list of `Sweep`s and `Analysis`es, and may set
+`TITLE`, `OUT` (the Markdown file, relative to the repository root, e.g. `experiments/RESULTS.md`),
+`PLOTS` (a folder for learning-curve PNGs) and `NOTES` (lines printed under the tables). Each sweep
+is `python -m jaxvision.tools.sweep --config=CONFIG --axis=...` with its points in
+`<root>/<experiment>[_<ARG>]/<point>`, so the same points are shared with sweeps run by hand. An
+`Analysis` runs a tool over every finished point of one of the campaign's sweeps (e.g.
+`jaxvision.tools.inpaint` on each seed of a GAN recipe, once per mask) and tabulates the records
+the tool writes, `<point>/<folder>/<flag>=<value>/results.json`, like runs (mean +- std over the
+sweep's seeds); a record is redone when the analysis's arguments change.
 
 Rerunning the command finishes only what is missing: finished points are skipped, interrupted
 ones resume from their checkpoints, and a finished point whose recorded config no longer matches
@@ -24,8 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import shlex
+import subprocess
 import sys
 
 
@@ -54,6 +60,61 @@ class Sweep:
     return f"{self.config} {axes}".strip()
 
 
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+  """A tool run on each finished point of a campaign sweep: `python -m MODULE --workdir=POINT
+  --FLAG=VALUE --record_dir=POINT/FOLDER/FLAG=VALUE *args` for each value of `flag`; the tool
+  writes `results.json` (a run's record) into its record_dir.
+
+  Attributes:
+    of: the `config` of the campaign's sweep whose points it analyses (its first such sweep).
+    module: the tool, e.g. "jaxvision.tools.inpaint".
+    flag: the tool's flag that varies, e.g. "mask".
+    values: its values.
+    args: arguments for every call.
+    folder: the records' folder in each point (default: the module's last name).
+    table: the name of its table.
+  """
+
+  of: str
+  module: str
+  flag: str
+  values: tuple
+  args: tuple = ()
+  folder: str = ""
+  table: str = ""
+
+  @property
+  def name(self) -> str:
+    return f"{self.module} on {self.of}"
+
+  def record_dir(self, point_workdir: str, value) -> str:
+    folder = self.folder or self.module.rsplit(".", 1)[-1]
+    return os.path.join(point_workdir, folder, f"{self.flag}={value}")
+
+  def command(self, point_workdir: str, value) -> list[str]:
+    return [
+      sys.executable,
+      "-m",
+      self.module,
+      f"--workdir={point_workdir}",
+      f"--{self.flag}={value}",
+      f"--record_dir={self.record_dir(point_workdir, value)}",
+      *self.args,
+    ]
+
+
+def analysis_done(record_path: str, command: list[str]) -> bool:
+  """Whether the record at `record_path` exists and was made by this command's arguments (the
+  tool's flags after the module; not the interpreter's path)."""
+  try:
+    with open(record_path, encoding="utf-8") as f:
+      recorded = shlex.split(json.load(f).get("command", ""))
+  except (OSError, ValueError):
+    return False
+  return recorded[3:] == command[3:]
+
+
 def _values(values) -> str:
   from jaxvision.tools import sweep
 
@@ -75,29 +136,85 @@ def load(path: str):
     sweeps = module.get_campaign()
   except Exception as e:
     raise CampaignError(f"{path}: {type(e).__name__}: {e}") from None
-  if not sweeps or not all(isinstance(s, Sweep) for s in sweeps):
-    raise CampaignError(f"{path}: get_campaign() must return a non-empty list of Sweep")
+  if not sweeps or not all(isinstance(s, (Sweep, Analysis)) for s in sweeps):
+    raise CampaignError(f"{path}: get_campaign() must return a non-empty list of Sweep or Analysis")
+  configs = {s.config for s in sweeps if isinstance(s, Sweep)}
+  for a in sweeps:
+    if isinstance(a, Analysis) and a.of not in configs:
+      raise CampaignError(f"{path}: analysis {a.name}: no sweep of {a.of!r} in the campaign")
   return module, sweeps
 
 
 def plan(sweeps, root: str) -> list[dict]:
-  """Each sweep's plan (`jaxvision.tools.sweep.plan`); raises CampaignError on a bad sweep."""
+  """Each entry's plan (`jaxvision.tools.sweep.plan`; an analysis has its sweep's); raises
+  CampaignError on a bad sweep."""
   from jaxvision.tools import sweep as sweep_lib
 
-  plans = []
+  plans, by_config = [], {}
   for s in sweeps:
+    if isinstance(s, Analysis):
+      plans.append(None)
+      continue
     try:
       axes = [(k, list(v)) for k, v in s.axes.items()]
       plans.append(sweep_lib.plan(s.config, root, list(s.extra), axes=axes))
     except sweep_lib.SweepError as e:
       raise CampaignError(f"sweep {s.name}: {e}") from None
-  return plans
+    by_config.setdefault(s.config, plans[-1])
+  return [by_config[s.of] if p is None else p for s, p in zip(sweeps, plans, strict=True)]
+
+
+def current_points(p: dict) -> list[dict]:
+  """The points of a plan that have finished with the experiment's current config."""
+  from jaxvision.tools import sweep as sweep_lib
+
+  finished = [pt for pt in p["points"] if sweep_lib.is_finished(pt["workdir"])]
+  return [pt for pt in finished if not sweep_lib.stale(pt)]
+
+
+def analysed_workdirs(p: dict) -> list[tuple[str, str]]:
+  """(name, workdir) of each run an analysis covers: the plan's current points, a members
+  point's members each."""
+  from jaxvision.tools import sweep as sweep_lib
+
+  out = []
+  for pt in current_points(p):
+    members = sweep_lib.member_workdirs(pt["workdir"])
+    out += [(f"{pt['name']}/{os.path.basename(m)}", m) for m in members] or [
+      (pt["name"], pt["workdir"])
+    ]
+  return out
+
+
+def run_analysis(a: Analysis, p: dict) -> int:
+  """Runs the tool for each finished run of its sweep and each value whose record is missing
+  or was made with other arguments; returns the exit status (130 interrupted)."""
+  status = 0
+  for name, workdir in analysed_workdirs(p):
+    for value in a.values:
+      command = a.command(workdir, value)
+      record = os.path.join(a.record_dir(workdir, value), "results.json")
+      if analysis_done(record, command):
+        print(f"skip {name} {a.flag}={value} (done)", flush=True)
+        continue
+      print(f"run {name} {a.flag}={value}: {shlex.join(command[1:])}", flush=True)
+      try:
+        rc = subprocess.run(command, check=False).returncode
+      except KeyboardInterrupt:
+        return 130
+      if rc in (130, -2):
+        return 130
+      if rc:
+        print(f"failed {name} {a.flag}={value} (exit {rc})", flush=True)
+        status = 1
+  return status
 
 
 def run(sweeps, plans, only=()) -> int:
-  """Runs every plan's unfinished points in order (one at a time); returns the exit status.
+  """Runs every plan's unfinished points in order (one at a time), and each analysis after
+  them; returns the exit status.
 
-  `only`: run just the sweeps whose name contains one of these strings (all when empty)."""
+  `only`: run just the entries whose name contains one of these strings (all when empty)."""
   from jaxvision.tools import sweep as sweep_lib
 
   status = 0
@@ -105,24 +222,52 @@ def run(sweeps, plans, only=()) -> int:
     if only and not any(o in s.name for o in only):
       continue
     print(f"== {s.name}", flush=True)
-    rc = sweep_lib.run_local(p, sweep_lib.write_points_file(p), parallel=1)
+    if isinstance(s, Analysis):
+      rc = run_analysis(s, p)
+    else:
+      rc = sweep_lib.run_local(p, sweep_lib.write_points_file(p), parallel=1)
     if rc == 130:
       return 130
     status = max(status, rc)
   return status
 
 
+def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
+  """The records an analysis has written for its sweep's current runs (each as a run of the
+  report, its table keyed by the analysis), and a note on what is missing."""
+  records, missing = [], []
+  for name, workdir in analysed_workdirs(p):
+    for value in a.values:
+      directory = a.record_dir(workdir, value)
+      path = os.path.join(directory, "results.json")
+      if not analysis_done(path, a.command(workdir, value)):
+        missing.append(f"{name} {a.flag}={value}")
+        continue
+      with open(path, encoding="utf-8") as f:
+        records.append({**json.load(f), "workdir": directory, "config_file": a.name})
+  notes = []
+  if missing:
+    notes.append(f"{a.name}: {len(missing)} records missing or stale ({', '.join(missing)}).")
+  return records, notes
+
+
 def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> str:
   """Writes the report of every finished, current point to `out`; returns its text."""
   from jaxvision.tools import report as report_lib
-  from jaxvision.tools import sweep as sweep_lib
 
-  runs, notes = [], []
-  for p in plans:
-    finished = [pt for pt in p["points"] if sweep_lib.is_finished(pt["workdir"])]
-    current = [pt for pt in finished if not sweep_lib.stale(pt)]
-    for pt in current:
-      runs.append({**report_lib.load_results(pt["workdir"]), "workdir": pt["workdir"]})
+  runs, notes, curves = [], [], []
+  for s, p in zip(sweeps, plans, strict=True):
+    if isinstance(s, Analysis):
+      records, missing = analysis_records(s, p)
+      runs += records
+      notes += missing
+      continue
+    current = current_points(p)
+    loaded = [
+      {**report_lib.load_results(pt["workdir"]), "workdir": pt["workdir"]} for pt in current
+    ]
+    runs += loaded
+    curves += loaded
     missing = [pt["name"] for pt in p["points"] if pt not in current]
     if missing:
       notes.append(
@@ -131,12 +276,13 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
         + ("; its row shows the finished ones." if current else "; no row yet.")
       )
   notes += list(getattr(module, "NOTES", ()))
-  references = {s.config: s.published for s in sweeps if s.published}
-  names = {s.config: s.table for s in sweeps if s.table}
+  references = {s.config: s.published for s in sweeps if isinstance(s, Sweep) and s.published}
+  names = {s.config: s.table for s in sweeps if isinstance(s, Sweep) and s.table}
+  names.update({s.name: s.table for s in sweeps if isinstance(s, Analysis) and s.table})
   table_plots = None
-  if plots and runs:
+  if plots and curves:  # learning curves: runs only (an analysis has none)
     base = os.path.dirname(os.path.abspath(out))
-    table_plots = report_lib.plot_tables(runs, plots, base, table_names=names)
+    table_plots = report_lib.plot_tables(curves, plots, base, table_names=names)
   title = getattr(module, "TITLE", "Results")
   text = report_lib.render(
     runs, title, command, notes, references=references, table_plots=table_plots, table_names=names

@@ -1,7 +1,7 @@
 """GAN inpainting: fill a hole in an image with the generator's best match to the visible pixels.
 
   python -m jaxvision.tools.inpaint --workdir=runs/mnist_dcgan_idx --mask=center --num=512 \
-    --steps=300 --lr=0.05 --out=inpaint.png [--classifier_workdir=runs/mnist_cnn_idx]
+    --steps=300 --lr=0.05 [--classifier_workdir=runs/mnist_cnn_idx] [--out=inpaint.png]
 
 For each masked eval image a latent z is optimised (Adam, all images at once, the whole
 optimisation one jitted `lax.scan`) so that G(z) matches the image on the visible pixels, with a
@@ -13,13 +13,24 @@ original images. Printed: the MSE inside the hole for the GAN fill and for the m
 image as fill, and with a classifier run, the classifier's accuracy on masked, mean-filled,
 repaired and original images.
 
+The numbers are also written as a results record, `<record_dir>/results.json` (default
+`<workdir>/inpaint/mask=<mask>/`, beside the PNG when `--out` is not given): the GAN run's
+config and seed with the inpainting settings under `inpaint`, the metrics declared as a run's
+are, the command and the machine, so that the report (and a campaign's `Analysis`) tabulates
+inpainting like any run, mean +- std over the GAN's seeds.
+
 Masks are 1 on visible pixels and 0 in the hole, [N, H, W, 1] (a hole covers every channel).
+
+Exit status: 0 done, 1 an error (one line).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -36,6 +47,20 @@ from jaxvision.data import base as data_base
 
 MASKS = ("center", "left", "random")
 MASKED_FILL = 0.0  # mid-grey in [-1, 1]: what a masked image shows (and a classifier sees) there
+# The record's metrics, declared as evaluators declare theirs (`jaxvision.tools.report`).
+METRICS = (
+  {"name": "hole_mse_ratio", "label": "hole MSE / mean-fill's", "format": "float",
+   "better": "lower"},
+  {"name": "hole_mse_gan", "label": "hole MSE", "format": "float", "better": "lower"},
+  {"name": "hole_mse_mean_fill", "label": "mean-fill hole MSE", "format": "float"},
+  {"name": "accuracy_gain", "label": "repaired - mean-filled accuracy", "format": "percent",
+   "better": "higher"},
+  {"name": "accuracy_masked", "label": "masked accuracy", "format": "percent"},
+  {"name": "accuracy_mean_fill", "label": "mean-filled accuracy", "format": "percent"},
+  {"name": "accuracy_repaired", "label": "repaired accuracy", "format": "percent"},
+  {"name": "accuracy_original", "label": "original accuracy", "format": "percent"},
+  {"name": "accuracy_gan_class", "label": "best-fitting class accuracy", "format": "percent"},
+)  # fmt: skip
 
 FLAGS = flags.FLAGS
 
@@ -332,6 +357,62 @@ def run(
   return results
 
 
+def record_dir(workdir: str, mask_kind: str) -> str:
+  """Where an inpainting of the run in `workdir` keeps its record and PNG by default."""
+  return os.path.join(workdir, "inpaint", f"mask={mask_kind}")
+
+
+def make_record(workdir: str, results: dict, settings: dict, command: str, wall_time_s: float):
+  """A results record of an inpainting (the shape of a run's `results.json`).
+
+  Args:
+    workdir: the GAN run's workdir.
+    results: from `run`.
+    settings: how it inpainted ({"mask", "num", "steps", "lr", "prior_weight", "seed", "ema",
+      "classifier_workdir"}): recorded under `config.inpaint`.
+    command: the command line that ran it.
+    wall_time_s: how long it took.
+
+  Returns:
+    The record: the GAN run's config (and seed, steps, dataset) with `inpaint` added, `final`
+    (the results, the hole MSE ratio to mean-fill's and the repaired accuracy's gain over
+    mean-filled), the declared `METRICS`, and this machine and commit.
+  """
+  import jax
+
+  gan_path = workdir_lib.results_path(workdir)
+  if os.path.isfile(gan_path):
+    with open(gan_path, encoding="utf-8") as f:
+      gan = json.load(f)
+  else:  # an unfinished run: its config
+    gan = {"config": workdir_lib.load_config(workdir).to_dict()}
+  final = dict(results)
+  if results["hole_mse_mean_fill"] > 0:
+    final["hole_mse_ratio"] = results["hole_mse_gan"] / results["hole_mse_mean_fill"]
+  if "accuracy_repaired" in results:
+    final["accuracy_gain"] = results["accuracy_repaired"] - results["accuracy_mean_fill"]
+  data = gan.get("dataset") or "the GAN's eval split"
+  return {
+    "command": command,
+    "gan_workdir": workdir,
+    "gan_step": results["step"],
+    "config": {**gan["config"], "inpaint": settings},
+    "seed": gan["config"].get("seed"),
+    "num_train_steps": gan.get("num_train_steps", gan["config"].get("num_train_steps")),
+    "dataset": f"{data}; its first {results['num_images']:,} eval images",
+    "final": final,
+    "metrics": [m for m in METRICS if m["name"] in final],
+    "wall_time_s": round(wall_time_s, 2),
+    "jax_version": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": jax.device_count(),
+    "processes": jax.process_count(),
+    "machine": {"cpu": workdir_lib.cpu_model(), "cores": os.cpu_count()},
+    "git_commit": workdir_lib.git_commit(),
+    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+  }
+
+
 def _define_flags():
   """The command line's flags (defined only when run as a program, not on import)."""
   flags.DEFINE_string("workdir", None, "A GAN run's workdir.")
@@ -340,7 +421,12 @@ def _define_flags():
   flags.DEFINE_integer("steps", 300, "Adam steps on the latents.")
   flags.DEFINE_float("lr", 0.05, "Adam learning rate on the latents.")
   flags.DEFINE_float("prior_weight", 1e-3, "Weight of the prior term ||z||^2 / z_dim.")
-  flags.DEFINE_string("out", None, "Output PNG: rows of masked | repaired | original images.")
+  flags.DEFINE_string(
+    "out", None, "Output PNG: rows of masked | repaired | original images (default: in record_dir)."
+  )
+  flags.DEFINE_string(
+    "record_dir", None, "Folder of results.json (default: <workdir>/inpaint/mask=<mask>)."
+  )
   flags.DEFINE_string("classifier_workdir", None, "A classifier run: accuracies on the images.")
   flags.DEFINE_integer("seed", 0, "Seed of the initial latents and of the random mask.")
   flags.DEFINE_bool("ema", True, "Use the generator's EMA weights when the run has them.")
@@ -363,6 +449,12 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     # A wrong workdir is a usage error: one line, no traceback.
     sys.exit(f"inpaint: error: {e}")
+  start = time.perf_counter()
+  directory = FLAGS.record_dir or record_dir(FLAGS.workdir, FLAGS.mask)
+  out = FLAGS.out or os.path.join(directory, "grid.png")
+  os.makedirs(directory, exist_ok=True)
+  if os.path.dirname(out):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
   results = run(
     gan_run,
     FLAGS.mask,
@@ -372,17 +464,27 @@ def main(argv):
     prior_weight=FLAGS.prior_weight,
     seed=FLAGS.seed,
     classify=classify,
-    out=FLAGS.out,
+    out=out,
     show=FLAGS.show,
     scale=FLAGS.scale,
   )
+  settings = {
+    name: FLAGS[name].value
+    for name in ("mask", "num", "steps", "lr", "prior_weight", "seed", "ema", "classifier_workdir")
+  }
+  command = shlex.join(["python", "-m", "jaxvision.tools.inpaint", *sys.argv[1:]])
+  record = make_record(FLAGS.workdir, results, settings, command, time.perf_counter() - start)
+  path = workdir_lib.results_path(directory)
+  workdir_lib.write_json(path, record)
   print(
     f"Inpainted {results['num_images']} eval images ({FLAGS.mask} mask) with {FLAGS.workdir} "
-    f"(step {results['step']}); wrote {FLAGS.out}"
+    f"(step {results['step']}); wrote {out} and {path}"
   )
+  ratio = record["final"].get("hole_mse_ratio", float("nan"))
   print(
     f"MSE in the hole: GAN {results['hole_mse_gan']:.4f} vs mean-image fill "
-    f"{results['hole_mse_mean_fill']:.4f} (fit on visible pixels: {results['visible_mse_gan']:.4f})"
+    f"{results['hole_mse_mean_fill']:.4f} (ratio {ratio:.3f}); fit on visible pixels: "
+    f"{results['visible_mse_gan']:.4f}"
   )
   if "accuracy_gan_class" in results:
     accuracy = results["accuracy_gan_class"]
@@ -395,5 +497,5 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  flags.mark_flags_as_required(["workdir", "out"])
+  flags.mark_flags_as_required(["workdir"])
   app.run(main)
