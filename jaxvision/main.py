@@ -74,6 +74,12 @@ def _define_flags() -> None:
     "nothing else; elsewhere give --coordinator_address, --num_processes and --process_id "
     "(./launch.sh -n N does this for N local processes).",
   )
+  flags.DEFINE_string(
+    "compilation_cache_dir",
+    None,
+    "Where compiled programs are kept for later runs (default: $JAXVISION_CACHE_DIR/xla, else "
+    "~/.cache/jaxvision/xla; '' turns the cache off).",
+  )
   flags.DEFINE_string("coordinator_address", "", "With --jax_distributed: host:port of process 0.")
   flags.DEFINE_integer("num_processes", 0, "With --jax_distributed: the number of processes.")
   flags.DEFINE_integer("process_id", -1, "With --jax_distributed: this process's index.")
@@ -144,10 +150,15 @@ def run(argv) -> int:
   if FLAGS.halt_after_steps is not None and FLAGS.halt_after_steps < 0:
     raise app.UsageError(f"--halt_after_steps={FLAGS.halt_after_steps} must be >= 0")
   # Imported after flag parsing so that --help and flag errors stay instant.
-  from jaxvision import distributed, parallel
+  from jaxvision import distributed, parallel, xla
+  from jaxvision.data import cache
   from jaxvision.train import loop, trainer
 
   parallel.ensure_cpu_threads()
+  if FLAGS.compilation_cache_dir != "":
+    xla.enable_compilation_cache(
+      FLAGS.compilation_cache_dir or os.path.join(cache.cache_dir(), "xla")
+    )
   if FLAGS.jax_distributed:
     distributed.initialize(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.heartbeat_timeout_s

@@ -173,6 +173,19 @@ def git_commit() -> str | None:
   return commit + ("-dirty" if dirty else "")
 
 
+def process_age_s() -> float | None:
+  """Seconds since this process started (from /proc: the interpreter's start-up included), or
+  None where /proc is not available."""
+  try:
+    with open("/proc/self/stat", encoding="ascii") as f:
+      started = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time, clock ticks
+    with open("/proc/uptime", encoding="ascii") as f:
+      uptime = float(f.read().split()[0])
+  except (OSError, ValueError, IndexError):
+    return None
+  return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_model() -> str:
   """This machine's CPU model name, e.g. "AMD EPYC 7B13"."""
   try:

@@ -1,6 +1,7 @@
 """The command-line modules define their absl flags only when run: importing them defines none."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,34 @@ def test_stderr_drops_only_closed_event_loop_tracebacks():
   for piece in ["warning: a\n", *closed, *closed, *other, "error: the one line\n"]:
     stderr.write(piece)
   assert out.getvalue() == "warning: a\n" + "".join(other) + "error: the one line\n"
+
+
+def test_compiled_programs_are_kept_for_the_next_run_and_start_up_is_recorded(tmp_path):
+  """The persistent compilation cache (`--compilation_cache_dir`): the second identical run
+  compiles nothing new (its programs come from the cache); results.json records the start-up."""
+  cache = tmp_path / "xla"
+  args = [
+    sys.executable, "-m", "jaxvision.main", "--config=experiments/digits_cnn.py",
+    "--config.num_train_steps=2", "--config.log_every_steps=1", "--config.eval_every_steps=2",
+    "--config.checkpoint.every_steps=2", "--config.schedule.warmup_steps=1",
+    f"--compilation_cache_dir={cache}",
+  ]  # fmt: skip
+  env = {**os.environ, "JAX_LOG_COMPILES": "1"}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
+  first = subprocess.run([*args, f"--workdir={tmp_path / 'a'}"], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=REPO)  # fmt: skip
+  assert first.returncode == 0, first.stderr[-2000:]
+  entries = sorted(p.name for p in cache.iterdir() if p.name.startswith("jit_train_step"))
+  assert entries, sorted(p.name for p in cache.iterdir())
+  second = subprocess.run([*args, f"--workdir={tmp_path / 'b'}"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)  # fmt: skip
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert "cache hit for 'jit_train_step'" in second.stderr
+  assert sorted(p.name for p in cache.iterdir() if p.name.startswith("jit_train_step")) == entries
+  record = json.loads((tmp_path / "b" / "results.json").read_text())
+  assert 0 < record["startup_s"] < record["wall_time_s"] + 60
+  assert "First step done" in second.stdout
+  off = subprocess.run([*args, f"--workdir={tmp_path / 'c'}", "--compilation_cache_dir="],
+                       env=env, capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+  assert off.returncode == 0 and "cache hit" not in off.stderr

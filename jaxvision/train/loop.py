@@ -192,6 +192,13 @@ def train(
     while step < last_step:
       k = steps_this_call(step, steps_per_call, intervals, last_step)
       state, step_metrics = advance(state, step, k)
+      if first.startup_s is None:  # process start to the first call's end (its compile included)
+        jax.block_until_ready(step_metrics)
+        age = workdir_lib.process_age_s()
+        for t in tracks:
+          t.run.startup_s = age
+        if age is not None:
+          print(f"First step done {age:.2f} s after the process started", flush=True)
       window.append(step_metrics)
       in_flight.append(step_metrics)
       if len(in_flight) > MAX_CALLS_AHEAD:

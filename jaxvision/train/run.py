@@ -53,6 +53,7 @@ class Run:
     )
     self._start = time.perf_counter()
     self._elapsed_before = 0.0  # seconds spent by earlier runs in this workdir
+    self.startup_s = None  # process start to this invocation's first step done (`loop.train`)
     self.saved_window = None
     self._reference_norm = (float("inf"), 0)  # (norm, step) of the state last saved or restored
     self._save_failed = False
@@ -216,6 +217,8 @@ def _write_record(run: Run, fields: dict, evaluators) -> None:
     "num_train_steps": config.num_train_steps,
     "seed": config.seed,
     "wall_time_s": round(run.elapsed, 2),
+    # process start to the first step of the invocation that finished (None: no step ran there)
+    "startup_s": None if run.startup_s is None else round(run.startup_s, 2),
     "metrics": evaluators_lib.declared(evaluators),
     "config": json.loads(config.to_json_best_effort()),
     "jax_version": jax.__version__,
