@@ -1,15 +1,21 @@
 """Side-by-side speed benchmark: jaxvision's real train steps against plain PyTorch references.
 
-  python -m benchmarks.bench --out=benchmarks/RESULTS.md   # needs the `bench` extra (torch)
+  python -m benchmarks.bench --out=benchmarks/RESULTS.md   # needs the `bench` extra (torch, keras)
 
 For each model (CNN A, the seeds' 3 x LSTM(64), the DCGAN D+G step, the MNIST-1D CNN) it builds
-jaxvision's model and train step exactly as the trainers do (same compiler options), and the same
-model in PyTorch eager, on the same batch size and optimizer (Adam). Timing windows of the two
-alternate, after warm-up; the table reports the median steps/s of >= 5 windows each, the ratio,
+jaxvision's model and train step exactly as the trainers do (same compiler options), the same
+model in PyTorch eager, and for the seeds' CNN A and LSTM the same model in Keras 3 on the JAX
+backend, on the same batch size and optimizer (Adam). Timing windows of the frameworks
+alternate, after warm-up; the table reports the median steps/s of >= 5 windows each, the ratios,
 first-step (compile) time, and each framework's peak memory (a fresh process per framework on
-CPU, so one's allocations do not hide the other's; allocator peaks on GPU). It then trains the
-MNIST-1D CNN recipe (`experiments/mnist1d_cnn.py:fast`) with the real trainer on several seeds
-and reports accuracy and wall time.
+CPU, so one's allocations do not hide the other's; allocator peaks on GPU). It then measures the
+start-up of the default experiment's command (process start to its first step done, from its
+results.json, with a cold and a warm compilation cache) and trains the MNIST-1D CNN recipe
+(`experiments/mnist1d_cnn.py:fast`) with the real trainer on several seeds: accuracy and wall
+time.
+
+The load average is recorded before and after each model; a section measured while the load
+exceeded the core count says so in its heading and is not a result.
 """
 
 from __future__ import annotations
@@ -30,11 +36,18 @@ from absl import app, flags, logging
 from benchmarks import bench_models
 
 FLAGS = flags.FLAGS
+FRAMEWORKS = ("pytorch", "keras")
+NAMES = {"jaxvision": "jaxvision", "pytorch": "PyTorch eager", "keras": "Keras 3 (JAX)"}
+DEFAULT_EXPERIMENT = "experiments/mnist1d_cnn.py"  # the README's first command
 
 
 def _define_flags() -> None:
   """Flags are defined only when this runs as a program: importing it defines nothing."""
   flags.DEFINE_list("models", list(bench_models.CASES), "Which models to time.")
+  flags.DEFINE_list(
+    "frameworks", list(FRAMEWORKS), "Which frameworks to time beside jaxvision (always timed)."
+  )
+  flags.DEFINE_bool("startup", True, "Time the default experiment's start-up (subprocesses).")
   flags.DEFINE_integer("windows", 7, "Timed windows per framework and model (median reported).")
   flags.DEFINE_float("window_seconds", 1.0, "Approximate length of one timed window.")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the MNIST-1D time-to-accuracy runs.")
@@ -57,6 +70,16 @@ def device_description() -> str:
   return f"{device.platform.upper()}: {device.device_kind}"
 
 
+def load() -> float:
+  """The 1-minute load average."""
+  return os.getloadavg()[0]
+
+
+def is_loaded(loads) -> bool:
+  """Whether any recorded load average exceeded the core count (timings not a result)."""
+  return any(x > (os.cpu_count() or 1) for x in loads)
+
+
 def time_windows(runner, n_calls: int) -> float:
   """Makes `n_calls` calls of `runner`, waits for the last, and returns train steps/s."""
   start = time.perf_counter()
@@ -66,10 +89,13 @@ def time_windows(runner, n_calls: int) -> float:
   return n_calls * runner.steps_per_call / (time.perf_counter() - start)
 
 
-def speed(name: str, windows: int, window_seconds: float) -> dict:
-  """Interleaved steps/s of both frameworks for one model, plus their first-step times."""
+def speed(name: str, windows: int, window_seconds: float, frameworks=FRAMEWORKS) -> dict:
+  """Interleaved steps/s of jaxvision and the other frameworks (those that define the model) for
+  one model, their first-step times, and the load average before and after."""
   case = bench_models.CASES[name]
-  runners = {"jaxvision": case.jax(), "pytorch": case.torch()}
+  before = load()
+  names = ["jaxvision"] + [f for f in frameworks if f != "keras" or case.keras is not None]
+  runners = {k: case.runner(k) for k in names}
   first = {k: r.first_step_seconds for k, r in runners.items()}
   for r in runners.values():  # warm-up, and a window length (in calls) for each framework
     r.calls_per_window = max(2, round(window_seconds * time_windows(r, 3) / r.steps_per_call))
@@ -84,7 +110,40 @@ def speed(name: str, windows: int, window_seconds: float) -> dict:
     "steps_s": {k: statistics.median(v) for k, v in rates.items()},
     "spread": {k: (min(v), max(v)) for k, v in rates.items()},
     "first_step_s": first,
+    "load": (before, load()),
   }
+
+
+def startup(config: str = DEFAULT_EXPERIMENT) -> dict:
+  """Process start to the first step done of `python -m jaxvision.main --config=CONFIG`, with
+  an empty compilation cache and then a warm one (the data cache filled first: data generation
+  is not in these times), from each run's results.json; and the compile time of every program
+  of the cold run."""
+  rows = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    env = {**os.environ, "JAXVISION_CACHE_DIR": tmp, "JAX_LOG_COMPILES": "1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    run = lambda name, *extra: subprocess.run(
+      [sys.executable, "-m", "jaxvision.main", f"--config={config}", f"--workdir={tmp}/{name}",
+       *extra], env=env, capture_output=True, text=True, timeout=900, check=True,
+    )  # fmt: skip
+    run(
+      "data",
+      "--config.num_train_steps=1",
+      "--config.schedule.warmup_steps=0",
+      "--compilation_cache_dir=",
+    )  # fmt: skip  (fills the data cache)
+    for name in ("cold", "warm"):
+      done = run(name)
+      with open(f"{tmp}/{name}/results.json", encoding="utf-8") as f:
+        rows[f"{name}_s"] = json.load(f)["startup_s"]
+      if name == "cold":
+        compiles = re.findall(r"Finished XLA compilation of (\S+) in ([0-9.e-]+) sec", done.stderr)
+        rows["compile_s"] = {}
+        for fn, seconds in compiles:
+          rows["compile_s"][fn] = max(rows["compile_s"].get(fn, 0.0), float(seconds))
+  rows["config"] = config
+  return rows
 
 
 def probe_memory(name: str, framework: str) -> float | None:
@@ -102,7 +161,7 @@ def probe_memory(name: str, framework: str) -> float | None:
 def run_probe(spec: str) -> None:
   name, framework = spec.split(":")
   case = bench_models.CASES[name]
-  runner = case.jax() if framework == "jaxvision" else case.torch()
+  runner = case.runner(framework)
   time_windows(runner, 5)
   peak = runner.device_peak_mib()
   if peak is None:  # CPU: this process's peak resident set
@@ -151,34 +210,69 @@ def mnist1d_time_to_accuracy(seeds) -> list[dict]:
   return rows
 
 
-def render(speeds: list[dict], memory: dict, mnist1d: list[dict], header: str) -> str:
+def render(
+  speeds: list[dict], memory: dict, mnist1d: list[dict], header: str, start: dict | None = None
+) -> str:
   import jax
 
+  loads = [x for s in speeds for x in s["load"]]
+  others = [f for f in FRAMEWORKS if any(f in s["steps_s"] for s in speeds)]
+  versions = {"pytorch": f"torch {bench_models.torch_version()}",
+              "keras": f"keras {bench_models.keras_version()}"}  # fmt: skip
   lines = [
     f"## {header}",
     "",
     f"`{' '.join(['python -m benchmarks.bench', *sys.argv[1:]])}` on {time.strftime('%Y-%m-%d')}"
-    f"; jax {jax.__version__}, torch {bench_models.torch_version()}, float32, Adam.",
+    f"; Python {platform.python_version()}, jax {jax.__version__}, "
+    + ", ".join(versions[f] for f in others)
+    + f", float32, Adam. Load average {min(loads):.2f}-{max(loads):.2f} on {os.cpu_count()} cores"
+    + (" (**loaded: not a result**)." if is_loaded(loads) else "."),
     "",
-    "| model | batch | jaxvision steps/s | PyTorch eager steps/s | jaxvision / PyTorch |"
-    " jaxvision samples/s | first step (compile) s, jaxvision / PyTorch |"
-    " peak memory MiB, jaxvision / PyTorch |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| model | batch | jaxvision steps/s | "
+    + " | ".join(f"{NAMES[f]} steps/s | jaxvision / {NAMES[f].split()[0]}" for f in others)
+    + " | first step (compile) s, "
+    + " / ".join(NAMES[f].split()[0] for f in ("jaxvision", *others))
+    + " | peak memory MiB | load before / after |",
+    "| " + " | ".join(["---"] * (6 + 2 * len(others))) + " |",
   ]
+  cell = lambda s, k: (
+    f"{s['steps_s'][k]:.1f} ({s['spread'][k][0]:.1f}-{s['spread'][k][1]:.1f})"
+    if k in s["steps_s"]
+    else "—"
+  )
   for s in speeds:
-    j, t = s["steps_s"]["jaxvision"], s["steps_s"]["pytorch"]
-    (jlo, jhi), (tlo, thi) = s["spread"]["jaxvision"], s["spread"]["pytorch"]
+    j = s["steps_s"]["jaxvision"]
     mem = memory.get(s["model"], {})
-    fmt = lambda v: "?" if v is None else f"{v:.0f}"
     scanned = f", {s['steps_per_call']} steps per call" if s["steps_per_call"] > 1 else ""
+    ratios = []
+    for f in others:
+      ratio = f"**{j / s['steps_s'][f]:.2f}**" if f in s["steps_s"] else "—"
+      ratios.append(f"{cell(s, f)} | {ratio}")
+    firsts = " / ".join(
+      f"{s['first_step_s'][k]:.2f}" if k in s["first_step_s"] else "—"
+      for k in ("jaxvision", *others)
+    )
+    mems = " / ".join(
+      "?" if mem.get(k) is None else f"{mem[k]:.0f}"
+      for k in ("jaxvision", *others)
+      if k in s["steps_s"]
+    )
     lines.append(
-      f"| {bench_models.CASES[s['model']].title}{scanned} | {s['batch']} |"
-      f" {j:.1f} ({jlo:.1f}-{jhi:.1f}) | {t:.1f} ({tlo:.1f}-{thi:.1f}) | **{j / t:.2f}** |"
-      f" {j * s['batch']:.0f} | {s['first_step_s']['jaxvision']:.2f} /"
-      f" {s['first_step_s']['pytorch']:.2f} |"
-      f" {fmt(mem.get('jaxvision'))} / {fmt(mem.get('pytorch'))} |"
+      f"| {bench_models.CASES[s['model']].title}{scanned} | {s['batch']} | {cell(s, 'jaxvision')}"
+      f" | {' | '.join(ratios)} | {firsts} | {mems} | {s['load'][0]:.2f} / {s['load'][1]:.2f} |"
     )
   lines += ["", "Steps/s: median (min-max) of the timed windows, the frameworks alternating."]
+  if start:
+    compiles = sorted(start["compile_s"].items(), key=lambda kv: -kv[1])
+    lines += [
+      "",
+      f"Start-up of `python -m jaxvision.main --config={start['config']}` (process start to its"
+      f" first step done, data already generated): **{start['cold_s']:.2f} s** with an empty"
+      f" compilation cache, **{start['warm_s']:.2f} s** with the cache of an earlier run."
+      " Compile times of the cold run: "
+      + ", ".join(f"{fn} {sec:.2f} s" for fn, sec in compiles[:6])
+      + ".",
+    ]
   if mnist1d:
     lines += [
       "",
@@ -215,19 +309,28 @@ def main(argv):
   unknown = set(FLAGS.models) - set(bench_models.CASES)
   if unknown:
     raise app.UsageError(f"unknown models {sorted(unknown)}; known: {list(bench_models.CASES)}")
-  header = device_description()
+  unknown = set(FLAGS.frameworks) - set(FRAMEWORKS)
+  if unknown:
+    raise app.UsageError(f"unknown frameworks {sorted(unknown)}; known: {list(FRAMEWORKS)}")
+  import jax
+
+  header = f"{device_description()}, Python {platform.python_version()}, jax {jax.__version__}"
   print(f"Benchmarking on {header}", flush=True)
   speeds = []
   for name in FLAGS.models:
-    speeds.append(speed(name, FLAGS.windows, FLAGS.window_seconds))
+    speeds.append(speed(name, FLAGS.windows, FLAGS.window_seconds, FLAGS.frameworks))
     print(json.dumps(speeds[-1]), flush=True)
   memory = {}
   if FLAGS.memory:
-    for name in FLAGS.models:
-      memory[name] = {fw: probe_memory(name, fw) for fw in ("jaxvision", "pytorch")}
+    for s in speeds:
+      name = s["model"]
+      memory[name] = {fw: probe_memory(name, fw) for fw in s["steps_s"]}
       print(name, "peak MiB", memory[name], flush=True)
+  start = startup() if FLAGS.startup else None
+  if start:
+    print(json.dumps(start), flush=True)
   mnist1d = mnist1d_time_to_accuracy(FLAGS.seeds) if FLAGS.seeds else []
-  text = render(speeds, memory, mnist1d, header)
+  text = render(speeds, memory, mnist1d, header, start)
   print(text)
   if FLAGS.out:
     write_section(FLAGS.out, header, text)

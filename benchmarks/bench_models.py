@@ -1,8 +1,11 @@
-"""The benchmark's cases: each model as jaxvision trains it, and the same model in PyTorch.
+"""The benchmark's cases: each model as jaxvision trains it, and the same model in PyTorch and
+(where the seeds define it) Keras 3.
 
 jaxvision's side is built from the experiment config the trainers use (model, compiler options),
 so the benchmark times what training runs. PyTorch's side is a plain eager implementation of the
-same architecture, built from the same model config, with the same batch and optimizer.
+same architecture, built from the same model config, with the same batch and optimizer. Keras's
+is the same model as a `keras.Sequential` on the JAX backend (the seeds' framework), trained by
+`train_on_batch` with XLA compilation, as a Keras user runs it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import os
 import time
 from collections.abc import Callable
 
@@ -28,6 +32,23 @@ def torch_version() -> str:
     return torch.__version__
   except ImportError:
     return "not installed"
+
+
+def keras_version() -> str:
+  try:
+    return _keras().__version__
+  except ImportError:
+    return "not installed"
+
+
+def _keras():
+  """Keras 3 on the JAX backend (the backend is chosen once per process, before the import)."""
+  os.environ.setdefault("KERAS_BACKEND", "jax")
+  import keras
+
+  if keras.backend.backend() != "jax":
+    raise ImportError(f"Keras runs on {keras.backend.backend()!r} here, not JAX (KERAS_BACKEND)")
+  return keras
 
 
 def resolved(model_config) -> ml_collections.ConfigDict:
@@ -101,6 +122,75 @@ class TorchRunner:
     if self._device.type == "cuda":
       return torch.cuda.max_memory_allocated() / 2**20
     return None
+
+
+class KerasRunner:
+  """Calls `model.train_on_batch` (forward, backward, Adam, one compiled step) on fixed arrays;
+  it returns the loss on the host, so every call ends synchronised."""
+
+  steps_per_call = 1
+
+  def __init__(self, model, x, y):
+    keras = _keras()
+    model.compile(
+      optimizer=keras.optimizers.Adam(LEARNING_RATE),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      jit_compile=True,
+    )
+    self._step = lambda: model.train_on_batch(x, y)
+    start = time.perf_counter()
+    self._step()
+    self.first_step_seconds = time.perf_counter() - start
+
+  def __call__(self):
+    self._step()
+
+  def sync(self):
+    pass
+
+  def device_peak_mib(self):
+    return None
+
+
+def _keras_classifier(model, input_shape, num_classes, batch_size) -> KerasRunner:
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(batch_size, *input_shape)).astype(np.float32)
+  y = rng.integers(0, num_classes, batch_size).astype(np.int32)
+  return KerasRunner(model, x, y)
+
+
+def keras_convnet(cfg, input_shape, num_classes: int):
+  """Keras twin of `jaxvision.models.cnn.ConvNet` (channels last, as jaxvision)."""
+  keras = _keras()
+  cfg = resolved(cfg)
+  if cfg.batch_norm or cfg.dropout_rate:
+    raise NotImplementedError("the benchmark's ConvNets have no batch norm or dropout")
+  one_d = len(cfg.kernel_size) == 1
+  L = keras.layers
+  conv, pool = (L.Conv1D, L.MaxPooling1D) if one_d else (L.Conv2D, L.MaxPooling2D)
+  layers = [keras.Input(input_shape)]
+  for width, pooled in zip(cfg.features, cfg.pool, strict=True):
+    layers.append(
+      conv(width, tuple(cfg.kernel_size), padding=cfg.padding.lower(), activation="relu")
+    )
+    if pooled:
+      layers.append(pool(cfg.pool_window))
+  layers.append(L.Flatten())
+  layers += [L.Dense(width, activation="relu") for width in cfg.dense]
+  layers.append(L.Dense(num_classes))
+  return keras.Sequential(layers)
+
+
+def keras_stacked_lstm(cfg, input_shape, num_classes: int):
+  """Keras twin of `jaxvision.models.rnn.RNNClassifier` (unidirectional, last state)."""
+  keras = _keras()
+  cfg = resolved(cfg)
+  if cfg.cell != "lstm" or cfg.bidirectional or cfg.pooling != "last" or cfg.dense:
+    raise NotImplementedError("the benchmark's RNN is a plain stacked LSTM")
+  L = keras.layers
+  lstms = [L.LSTM(cfg.hidden_size, return_sequences=i < cfg.num_layers - 1)
+           for i in range(cfg.num_layers)]  # fmt: skip
+  return keras.Sequential([keras.Input(input_shape), *lstms, L.Dense(num_classes)])
 
 
 def _torch_device():
@@ -296,6 +386,10 @@ class Case:
   batch: int
   jax: Callable[[], JaxRunner]
   torch: Callable[[], TorchRunner]
+  keras: Callable[[], KerasRunner] | None = None  # the seeds' models only
+
+  def runner(self, framework: str):
+    return {"jaxvision": self.jax, "pytorch": self.torch, "keras": self.keras}[framework]()
 
 
 def _cnn_a():
@@ -322,12 +416,14 @@ CASES = {
     lambda: _jax_classifier(_cnn_a(), (28, 28, 1), 10, B),
     # PyTorch is channels-first: [B, 1, 28, 28]
     lambda: _torch_classifier(torch_convnet(_cnn_a().model, 1, 10), (1, 28, 28), 10, B),
+    lambda: _keras_classifier(keras_convnet(_cnn_a().model, (28, 28, 1), 10), (28, 28, 1), 10, B),
   ),
   "seed_lstm": Case(
     "3 x LSTM(64), (100, 1)",
     B,
     lambda: _jax_classifier(_seed_lstm(), (100, 1), 2, B),
     lambda: _torch_classifier(torch_stacked_lstm(_seed_lstm().model, 1, 2), (100, 1), 2, B),
+    lambda: _keras_classifier(keras_stacked_lstm(_seed_lstm().model, (100, 1), 2), (100, 1), 2, B),
   ),
   "dcgan": Case(
     "DCGAN step (D then G, with BN), 28x28x1",

@@ -1,6 +1,6 @@
-"""The benchmark's PyTorch twins have exactly the parameters of jaxvision's models.
+"""The benchmark's PyTorch and Keras twins have exactly the parameters of jaxvision's models.
 
-Needs the `bench` extra (torch); skipped where torch is not installed.
+Needs the `bench` extra (torch, keras); skipped where they are not installed.
 """
 
 import jax
@@ -58,3 +58,24 @@ def test_dcgan_twin_matches():
   assert _count_torch(torch_d, torch.zeros(2, 1, 28, 28)) == _count_jax(d["params"])
   assert torch_g(torch.zeros(2, config.z_dim)).shape == (2, 1, 28, 28)
   assert bench_models._torch_dcgan(config, 4).first_step_seconds > 0  # a full D + G step runs
+
+
+@pytest.mark.parametrize(
+  "make, twin, shape, classes",
+  [
+    (bench_models._cnn_a, bench_models.keras_convnet, (28, 28, 1), 10),
+    (bench_models._seed_lstm, bench_models.keras_stacked_lstm, (100, 1), 2),
+  ],
+)
+def test_keras_twins_match(make, twin, shape, classes):
+  try:
+    bench_models._keras()  # selects the JAX backend before the first import of keras
+  except ImportError as e:
+    pytest.skip(f"Keras 3 on JAX not available: {e}")
+  config = make()
+  model = models.create_model(config.model, num_classes=classes)
+  params = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)["params"]
+  keras_model = twin(config.model, shape, classes)
+  # Keras's LSTM, like flax's, keeps one bias per gate.
+  assert keras_model.count_params() == _count_jax(params)
+  assert bench_models._keras_classifier(keras_model, shape, classes, 4).first_step_seconds > 0
