@@ -8,9 +8,12 @@ For each experiment it runs, as a user would, the K separate commands
 then the one command `--config.members=seed=0:K` (each `members_impl` asked for), and reports
 both wall times (process start, data, compile, training, evaluation and checkpoints included),
 their ratio, and the largest difference in final eval accuracy between member k and the
-separate run with seed k (0 when the two are the same computation). The load average before and
-after each measurement is printed beside it: only numbers from an otherwise idle machine mean
-anything (`../shared/tools/quiet -- python -m benchmarks.members ...`).
+separate run with seed k (0 when the two are the same computation). Generated data is made
+before the timing (both sides read it from the data cache); each side starts with an empty
+compilation cache of its own, which the K separate commands share as a user's would. The load
+average before and after each measurement is printed beside it, and a section measured while it
+exceeded the core count says so: only numbers from an otherwise idle machine mean anything
+(`../shared/tools/quiet -- python -m benchmarks.members ...`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.bench import device_description, write_section
+from benchmarks.bench import device_description, is_loaded, write_section
 
 FLAGS = flags.FLAGS
 EXPERIMENTS = (
@@ -65,13 +68,26 @@ def _load() -> float:
   return os.getloadavg()[0]
 
 
+def make_data(config: str) -> None:
+  """Generates (and caches) the experiment's data, so that no timed command makes it."""
+  import importlib
+
+  from jaxvision.data import load_dataset
+
+  name, _, arg = config.partition(":")
+  module = importlib.import_module(f"experiments.{name.removesuffix('.py')}")
+  load_dataset((module.get_config(arg) if arg else module.get_config()).data)
+
+
 def measure(config: str, k: int, impls, steps: int, root: str) -> list[dict]:
   """Rows for one experiment: the K separate commands, then one members command per impl."""
   extra = [f"--config.num_train_steps={steps}"] if steps else []
+  make_data(config)
   before = _load()
   separate_dirs = [os.path.join(root, "separate", f"seed={s}") for s in range(k)]
+  cache = f"--compilation_cache_dir={os.path.join(root, 'xla_separate')}"
   separate = sum(
-    _run(config, d, [*extra, f"--config.seed={s}"]) for s, d in enumerate(separate_dirs)
+    _run(config, d, [*extra, f"--config.seed={s}", cache]) for s, d in enumerate(separate_dirs)
   )
   rows = [
     {"experiment": config, "how": f"{k} commands", "seconds": separate, "load": (before, _load())}
@@ -81,6 +97,7 @@ def measure(config: str, k: int, impls, steps: int, root: str) -> list[dict]:
     before = _load()
     workdir = os.path.join(root, impl)
     members = [f"--config.members=seed=0:{k}", f"--config.members_impl={impl}"]
+    members.append(f"--compilation_cache_dir={os.path.join(root, f'xla_{impl}')}")
     seconds = _run(config, workdir, [*extra, *members])
     diff = max(
       abs(_accuracy(os.path.join(workdir, f"member=seed={s}")) - accuracies[s]) for s in range(k)
@@ -101,12 +118,14 @@ def measure(config: str, k: int, impls, steps: int, root: str) -> list[dict]:
 
 
 def render(rows: list[dict], k: int, steps: int) -> str:
+  loaded = is_loaded([x for r in rows for x in r["load"]])
   lines = [
     f"## {HEADER}",
     "",
     f"`python -m benchmarks.members{f' --steps={steps}' if steps else ''}` on "
     f"{time.strftime('%Y-%m-%d')}, {device_description()}; every command a fresh process, "
-    f"one at a time. K = {k}.",
+    f"one at a time. K = {k}."
+    + (" **Loaded machine (load above the core count): not a result.**" if loaded else ""),
     "",
     "| experiment | how | wall s | speedup | max eval-accuracy difference | load before / after |",
     "| --- | --- | --- | --- | --- | --- |",
