@@ -1,7 +1,5 @@
 """Scanned LSTM/GRU classifiers: shapes for every option, padding invariance, compile size."""
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,8 +93,9 @@ def test_padded_sequences_match_unpadded(cell, bidirectional, pooling):
   assert not np.allclose(unmasked[0], alone_a[0], atol=1e-3)
 
 
-def test_program_size_and_compile_time_do_not_grow_with_length():
-  """Scanned, not unrolled: the compiled program for 1,000 steps is that for 100 steps."""
+def test_program_size_does_not_grow_with_length():
+  """Scanned, not unrolled: the compiled program for 1,000 steps is that for 100 steps (compile
+  time is not asserted: on a shared 2-core machine it measures the neighbours)."""
   model = _seed_lstm()
   variables = model.init(jax.random.key(0), jnp.ones((1, 100, 1)), train=False)
 
@@ -104,17 +103,13 @@ def test_program_size_and_compile_time_do_not_grow_with_length():
     return model.apply({"params": params}, x, train=False).sum()
 
   grad = jax.jit(jax.grad(loss))
-  sizes, seconds = {}, {}
+  sizes = {}
   for length in (100, 1000):
-    x = jnp.ones((4, length, 1))
-    lowered = grad.lower(variables["params"], x)
-    start = time.perf_counter()
-    compiled = lowered.compile()
-    seconds[length] = time.perf_counter() - start
+    compiled = grad.lower(variables["params"], jnp.ones((4, length, 1))).compile()
     sizes[length] = len(compiled.as_text())
+    assert compiled.as_text().count(" while(") == 6  # a loop per layer, forward and backward
   # The HLO differs only in the digits of the shapes; an unrolled loop would be ~10x larger.
   assert sizes[1000] < 1.05 * sizes[100], sizes
-  assert seconds[1000] < 3 * seconds[100] + 0.5, seconds
 
 
 def test_bad_options_are_clear_errors():
