@@ -10,6 +10,14 @@ example (`target` [N]). Methods:
   the baseline (Sundararajan et al. 2017; midpoint Riemann sum, so the attributions sum to
   f(x) - f(baseline) up to the sum's error).
 - `occlusion`: how much the logit drops when a patch is set to the baseline (Zeiler & Fergus).
+- `gradcam`: the last convolution's output channels weighted by their spatially averaged
+  gradients, summed, rectified and resized to the input (Selvaraju et al. 2017); for flax models
+  with a `nn.Conv` (the layer is found by intercepting the model's calls, so no model declares
+  it).
+
+Sanity check (Adebayo et al. 2018): `randomized_params` re-initialises a model's layers from the
+top down, cumulatively; a map that explains the model must change as they go (`spearman` of the
+maps with the trained model's falls), while one that only reflects the input does not.
 
 Faithfulness (RISE's deletion and insertion, Petsiuk et al. 2018): pixels are set to the baseline
 (deletion) or revealed on top of it (insertion) in the order of a map, most important first,
@@ -21,11 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-METHODS = ("gradient", "smoothgrad", "ig", "occlusion")
+METHODS = ("gradient", "smoothgrad", "ig", "occlusion", "gradcam")
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 
@@ -97,6 +106,56 @@ def occlusion(
   return jnp.broadcast_to(out[..., None], x.shape)
 
 
+def _is_conv_call(context) -> bool:
+  return isinstance(context.module, nn.Conv) and context.method_name == "__call__"
+
+
+def last_conv(logits_fn: LogitsFn, x: jax.Array) -> tuple[tuple[str, ...], tuple[int, ...]]:
+  """The scope path and output shape of the last `nn.Conv` a flax model calls on x (traced
+  abstractly; nothing runs). Raises ValueError when it calls none."""
+  calls = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if _is_conv_call(context):
+      calls.append((tuple(context.module.scope.path), tuple(out.shape)))
+    return out
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v: logits_fn(v), x)  # a new function: a cached trace would skip it
+  if not calls:
+    raise ValueError("Grad-CAM needs a model with a convolution (nn.Conv); this one has none")
+  return calls[-1]
+
+
+def gradcam(logits_fn: LogitsFn, x: jax.Array, target: jax.Array) -> jax.Array:
+  """Grad-CAM for images [N, H, W, C] of a flax ConvNet: with A the last convolution's output
+  [N, h, w, K] (before its nonlinearity) and alpha_k the mean over positions of d logit / d A_k,
+  relu(sum_k alpha_k A_k), resized bilinearly to H x W and spread evenly over the C channels."""
+  path, shape = last_conv(logits_fn, x)
+
+  def target_logit(offset):
+    seen = []
+
+    def add(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if _is_conv_call(context) and tuple(context.module.scope.path) == path:
+        seen.append(out)
+        return out + offset
+      return out
+
+    with nn.intercept_methods(add):
+      logit = _target_logit(logits_fn, target)(x)
+    return logit, seen[0]
+
+  grads, features = jax.grad(target_logit, has_aux=True)(jnp.zeros(shape, x.dtype))
+  weights = grads.mean(axis=(1, 2), keepdims=True)  # [N, 1, 1, K]
+  cam = jax.nn.relu((weights * features).sum(-1))  # [N, h, w]
+  n, h, w, c = x.shape
+  cam = jax.image.resize(cam, (n, h, w), "bilinear")
+  return jnp.broadcast_to(cam[..., None] / c, x.shape)
+
+
 def attribute(
   method: str, logits_fn: LogitsFn, x, target, *, baseline, key: jax.Array | None = None
 ) -> jax.Array:
@@ -110,6 +169,8 @@ def attribute(
     return integrated_gradients(logits_fn, x, target, baseline)
   if method == "occlusion":
     return occlusion(logits_fn, x, target, baseline)
+  if method == "gradcam":
+    return gradcam(logits_fn, x, target)
   raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
 
 
@@ -159,3 +220,37 @@ def deletion_insertion(
     curve = out[name]
     out[f"{name}_auc"] = (curve[:, :-1] + curve[:, 1:]).sum(1) / (2 * steps)  # trapezoid
   return out
+
+
+def randomized_params(trained: dict, fresh: dict) -> list[tuple[str, dict]]:
+  """Cascading randomization: the trained parameters with their top-level layers replaced by
+  freshly initialised ones, from the output layer down, cumulatively.
+
+  Args:
+    trained: a model's parameters, its top-level layers in call order (as flax creates them).
+    fresh: the same tree from another initialisation.
+
+  Returns:
+    [(layer name, parameters with that layer and every layer above it re-initialised)], one
+    entry per top-level layer, the output layer first.
+  """
+  if list(trained) != list(fresh):
+    raise ValueError(f"parameter trees differ: {list(trained)} vs {list(fresh)}")
+  stages, current = [], dict(trained)
+  for name in reversed(list(trained)):
+    current = {**current, name: fresh[name]}
+    stages.append((name, current))
+  return stages
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Spearman's rank correlation of each pair of maps: a, b [N, ...] -> [N] (ties share their
+  mean rank; a constant map correlates 0)."""
+  from scipy.stats import rankdata
+
+  n = a.shape[0]
+  ra = rankdata(np.asarray(a).reshape(n, -1), axis=1)
+  rb = rankdata(np.asarray(b).reshape(n, -1), axis=1)
+  ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+  norm = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+  return np.where(norm > 0, (ra * rb).sum(1) / np.maximum(norm, 1e-30), 0.0)

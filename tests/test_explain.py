@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -53,3 +54,40 @@ def test_not_an_image_classifier_is_one_line(tmp_path):
   trainer.train_and_evaluate(config, str(tmp_path / "seq"))
   with pytest.raises(ValueError, match=r"inputs of shape \(40, 1\); explain takes images"):
     explain.Explainer(str(tmp_path / "seq"), "gradient")
+
+
+def test_gradients_fail_to_survive_parameter_randomization(digits_run):
+  """Adebayo et al.'s check: as layers are re-initialised from the top, gradient maps decorrelate
+  from the trained model's; the stages go from the output layer down."""
+  explainer = explain.Explainer(str(digits_run), "gradient")
+  rows, maps = explain.sanity(explainer, 30, batch_size=15, seed=0)
+  assert [name for name, _ in rows] == ["Dense_1", "Dense_0", "Conv_1", "Conv_0"]
+  assert maps.shape == (5, 8, 8, 8)  # trained + 4 stages, 8 images of 8x8
+  for _, rho in rows:
+    assert rho["abs"].shape == (30,) and (abs(rho["abs"]) <= 1 + 1e-9).all()
+  assert rows[-1][1]["abs"].mean() < 0.5  # all re-initialised: little left of the trained map
+  # the check can fail: the trained parameters themselves give the trained maps exactly
+  reference, _ = explainer.maps(explainer.images[:30])
+  again, _ = explainer.maps(explainer.images[:30], explainer.run.state.params)
+  np.testing.assert_allclose(explain.attribution.spearman(abs(reference), abs(again)), 1.0)
+
+
+def test_gradcam_cli_with_the_randomization_table(digits_run, tmp_path):
+  out = tmp_path / "sanity.png"
+  done = subprocess.run(
+    [sys.executable, "-m", "jaxvision.tools.explain", f"--workdir={digits_run}",
+     "--method=gradcam", "--num=4", "--faithfulness=20", "--steps=4", "--sanity=10",
+     f"--sanity_out={out}", "--batch_size=10", "--scale=1"],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert done.returncode == 0, done.stderr[-2000:]
+  table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+  assert table[0] == "| re-initialised down to | abs maps | signed maps |"
+  assert [row.split(" | ")[0] for row in table[2:]] == [
+    "| Dense_1",
+    "| Dense_0",
+    "| Conv_1",
+    "| Conv_0",
+  ]
+  assert "deletion AUC over 20 eval images" in done.stdout
+  assert Image.open(out).size == (8 * 10 + 2, 5 * 10 + 2)  # 5 rows (trained + 4) of 8 maps

@@ -8,11 +8,17 @@ red over the input), each column headed "predicted/true". Maps (`jaxvision.attri
 the predicted class; the baseline (what "removed" means for integrated gradients, occlusion and
 the faithfulness curves) is black: the darkest value of the normalised eval images. With
 `--faithfulness=N` it prints the deletion and insertion areas (RISE) of the method over the
-first N eval images, beside those of a random pixel order (mean +- std over the images).
+first N eval images, beside those of a random pixel order (mean +- std over the images). With
+`--sanity=N` it runs the model-parameter randomization test (Adebayo et al. 2018) on the first N
+eval images: the model's layers are re-initialised from the output layer down, cumulatively, and
+at each stage the maps (of the class the trained model predicts) are compared with the trained
+model's by Spearman rank correlation, of their absolute values and signed; `--sanity_out` writes
+a PNG with a row per stage (trained first). A map that passes decorrelates as layers go.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import jax
@@ -35,6 +41,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", 100, "Images per compiled call.")
   flags.DEFINE_integer("seed", 0, "Seed of SmoothGrad's noise and of the random order.")
   flags.DEFINE_integer("scale", 4, "Pixel upscaling of the PNG.")
+  flags.DEFINE_integer("sanity", 0, "Eval images for the parameter-randomization test; 0: off.")
+  flags.DEFINE_string("sanity_out", None, "PNG of the randomization test's maps, a row per stage.")
 
 
 class Explainer:
@@ -53,13 +61,13 @@ class Explainer:
     eval_ = dataset.eval.get(np.arange(len(dataset.eval)))
     self.images, self.labels = eval_["inputs"], eval_["targets"]
     self.baseline = self.images.min(axis=(0, 1, 2))  # [C]: black, normalised
-    predict = run.apply("predict")
-    logits_fn = lambda x: predict({"inputs": x})
+    predict = run.task.predict_fns()["predict"]
+    logits_fn = lambda params, x: predict(run.state.replace(params=params), {"inputs": x})
     key = jax.random.key(seed)
-    self._logits = jax.jit(logits_fn)
-    self._maps = jax.jit(
-      lambda x, target: attribution.attribute(
-        method, logits_fn, x, target, baseline=self.baseline, key=key
+    self._logits = jax.jit(lambda x: logits_fn(run.state.params, x))
+    self._maps_with = jax.jit(
+      lambda params, x, target: attribution.attribute(
+        method, functools.partial(logits_fn, params), x, target, baseline=self.baseline, key=key
       )
     )
 
@@ -69,10 +77,52 @@ class Explainer:
   def probs(self, x: np.ndarray) -> np.ndarray:
     return np.asarray(jax.nn.softmax(self._logits(x)))
 
-  def maps(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(attributions [N, H, W, C] of the predicted classes, the predictions [N])."""
+  def maps(self, x: np.ndarray, params=None) -> tuple[np.ndarray, np.ndarray]:
+    """(attributions [N, H, W, C] of the predicted classes, the predictions [N]); with
+    `params`, the maps of a model with those parameters for the trained model's predictions."""
     predicted = self.predict(x)
-    return np.asarray(self._maps(x, predicted)), predicted
+    params = self.run.state.params if params is None else params
+    return np.asarray(self._maps_with(params, x, predicted)), predicted
+
+
+def sanity(explainer: Explainer, num: int, batch_size: int, seed: int):
+  """The cascading parameter-randomization test on the first `num` eval images.
+
+  Returns:
+    ([(stage name, {"abs": Spearman [num], "signed": Spearman [num]})], maps [stages + 1, S, H,
+    W] of the first S <= 8 images, the trained model's first), the stages from the output
+    layer down.
+  """
+  trained = explainer.run.state.params
+  fresh = explainer.run.task.init_state(jax.random.key(seed + 1)).params
+  stages = attribution.randomized_params(trained, fresh)
+  x = explainer.images[:num]
+  batches = range(0, len(x), batch_size)
+  maps = lambda params: np.concatenate(
+    [explainer.maps(x[i : i + batch_size], params)[0] for i in batches]
+  )
+  reference = maps(trained)
+  rows, shown = [], [attribution.pixel_map(reference[:8])]
+  for name, params in stages:
+    randomized = maps(params)
+    rows.append(
+      (
+        name,
+        {
+          "abs": attribution.spearman(np.abs(reference), np.abs(randomized)),
+          "signed": attribution.spearman(reference, randomized),
+        },
+      )
+    )
+    shown.append(attribution.pixel_map(randomized[:8]))
+  return rows, np.stack(shown)
+
+
+def sanity_picture(maps: np.ndarray, path: str, scale: int) -> None:
+  """A PNG of the randomization stages' maps: a row per stage, each map scaled to its max."""
+  heat = maps / np.maximum(maps.max(axis=(2, 3), keepdims=True), 1e-12)  # [R, S, H, W]
+  rows = np.repeat(heat.reshape(-1, *heat.shape[2:])[..., None], 3, -1) * 2.0 - 1.0
+  images_lib.save_grid(rows, path, cols=heat.shape[1], scale=scale)
 
 
 def faithfulness(explainer: Explainer, num: int, steps: int, batch_size: int, seed: int) -> dict:
@@ -138,16 +188,29 @@ def main(argv):
   if FLAGS.out:
     captions = picture(explainer, FLAGS.num, FLAGS.out, FLAGS.scale)
     print(f"wrote {FLAGS.out}: input | map | overlay, columns predicted/true {' '.join(captions)}")
+  show = lambda v: f"{v.mean():.4f} +- {v.std(ddof=1):.4f}"
   if FLAGS.faithfulness:
     areas = faithfulness(explainer, FLAGS.faithfulness, FLAGS.steps, FLAGS.batch_size, FLAGS.seed)
     n = len(areas["method_deletion"])
-    show = lambda v: f"{v.mean():.4f} +- {v.std(ddof=1):.4f}"
     for curve in ("deletion", "insertion"):
       method, random = areas[f"method_{curve}"], areas[f"random_{curve}"]
       print(
         f"{curve} AUC over {n} eval images ({FLAGS.steps} steps): {FLAGS.method} {show(method)}, "
         f"random order {show(random)}, ratio {method.mean() / random.mean():.3f}"
       )
+  if FLAGS.sanity:
+    rows, maps = sanity(explainer, FLAGS.sanity, FLAGS.batch_size, FLAGS.seed)
+    n = len(rows[0][1]["abs"])
+    print(
+      f"Parameter randomization ({FLAGS.method}, {n} eval images; Spearman rank correlation with"
+      " the trained model's maps, mean +- std; layers re-initialised from the top down):"
+    )
+    print("| re-initialised down to | abs maps | signed maps |\n| --- | --- | --- |")
+    for name, rho in rows:
+      print(f"| {name} | {show(rho['abs'])} | {show(rho['signed'])} |")
+    if FLAGS.sanity_out:
+      sanity_picture(maps, FLAGS.sanity_out, FLAGS.scale)
+      print(f"wrote {FLAGS.sanity_out}: rows trained, then " + ", ".join(n for n, _ in rows))
 
 
 if __name__ == "__main__":
