@@ -17,6 +17,12 @@ OPTIMIZER_DEFAULTS = dict(
   momentum=0.9,  # sgd only; 0 disables momentum
   nesterov=False,  # sgd only
   grad_clip_norm=0.0,  # clip gradients to this global norm; 0 disables clipping
+  # Magnitude pruning (jaxvision.pruning): the final fraction of kernel weights at zero; 0: off.
+  sparsity=0.0,
+  prune_per_layer=False,  # each kernel to the sparsity (else one global threshold)
+  prune_begin_step=0,  # pruning starts here ...
+  prune_end_step=0,  # ... and reaches the sparsity here; 0: at 3/4 of num_train_steps
+  prune_every_steps=0,  # steps between mask updates; 0: 1/20 of the pruning span (at least 1)
 )
 SCHEDULE_DEFAULTS = dict(
   name="constant",  # constant | warmup_cosine
@@ -86,4 +92,22 @@ def create_optimizer(
     raise ConfigError(f"unknown optimizer {opt.name!r}; expected adam, adamw or sgd")
   if opt.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+  if opt.get("sparsity", 0.0):
+    tx = optax.chain(tx, _pruning(opt, total_steps))
   return tx, schedule
+
+
+def _pruning(opt, total_steps: int) -> optax.GradientTransformation:
+  from jaxvision import pruning
+
+  if not 0.0 < opt.sparsity < 1.0:
+    raise ConfigError(f"config.optimizer.sparsity={opt.sparsity} must be in [0, 1)")
+  begin = opt.prune_begin_step
+  end = opt.prune_end_step or max(begin, (3 * total_steps) // 4)
+  if not 0 <= begin <= end <= total_steps:
+    raise ConfigError(
+      f"config.optimizer.prune_begin_step={begin}, prune_end_step={end}: need 0 <= begin <= end"
+      f" <= num_train_steps={total_steps}"
+    )
+  every = opt.prune_every_steps or max(1, (end - begin) // 20)
+  return pruning.magnitude_pruning(opt.sparsity, begin, end, every, opt.prune_per_layer)

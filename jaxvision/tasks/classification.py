@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvision import models, optim, parallel
+from jaxvision import models, optim, parallel, pruning
 from jaxvision.config_dict import ConfigError
 from jaxvision.data import augment
 from jaxvision.tasks import base
@@ -195,4 +195,8 @@ class Task(base.Task):
     return f"{self.config.model.name}: {num_params(state.params):,} params"
 
   def results(self, state) -> dict:
-    return {"num_params": num_params(state.params), "model": models.describe(self.config.model)}
+    return {
+      "num_params": num_params(state.params),
+      "num_nonzero": pruning.nonzeros(state.params),
+      "model": models.describe(self.config.model),
+    }
