@@ -1,0 +1,79 @@
+"""Int8 quantization: per-channel round trip error, calibration, quantized inference close to
+float, and exported files 4x (dense) and more (sparse) smaller than float32."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvision import quantize
+
+RNG = np.random.default_rng(0)
+
+
+class Net(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(32, (3, 3), name="conv")(x))
+    return nn.Dense(10, name="out")(x.reshape(len(x), -1))
+
+
+X = jnp.asarray(RNG.normal(size=(16, 8, 8, 1)), jnp.float32)
+
+
+def test_per_channel_round_trip_error_is_at_most_half_a_step():
+  w = RNG.normal(size=(3, 3, 4, 5)) * np.array([0.01, 0.1, 1.0, 10.0, 0.0])  # a zero channel too
+  q, scale = quantize.quantize_per_channel(w)
+  assert q.dtype == np.int8 and scale.shape == (5,) and np.abs(q).max() <= 127
+  error = np.abs(q * scale - w)
+  assert (error <= scale / 2 + 1e-7 * np.abs(w)).all()
+  assert (q[..., 4] == 0).all()
+  # each channel uses its own range: the largest weight of each maps to +-127
+  np.testing.assert_array_equal(np.abs(q[..., :4]).reshape(-1, 4).max(0), 127)
+
+
+def test_fake_quant_rounds_forward_and_passes_gradients_straight_through():
+  x = jnp.asarray([0.013, -0.5, 3.0])
+  np.testing.assert_allclose(quantize.fake_quant(x, 0.01), [0.01, -0.5, 1.27], rtol=1e-6)
+  grad = jax.grad(lambda v: quantize.fake_quant(v, 0.01).sum())(x)
+  np.testing.assert_array_equal(grad, [1.0, 1.0, 1.0])
+
+
+def test_int8_model_matches_float_and_exports_small(tmp_path):
+  model = Net()
+  params = model.init(jax.random.key(0), X)["params"]
+  logits = lambda p: lambda x: model.apply({"params": p}, x)
+  peaks = quantize.calibrate(logits(params), [X[:8], X[8:]])
+  assert set(peaks) == {("conv",), ("out",)}
+  assert peaks[("conv",)] == pytest.approx(float(jnp.abs(X).max()))
+  qparams = quantize.quantize_params(params)
+  int8 = quantize.quantized_logits(logits(quantize.dequantize_params(qparams)), peaks)
+  reference = np.asarray(logits(params)(X))
+  got = np.asarray(int8(X))
+  assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
+  assert not np.array_equal(got, reference)  # it did quantize
+  int8_bytes = quantize.export(qparams, peaks, str(tmp_path / "int8.npz"))
+  float_bytes = quantize.export_float(params, str(tmp_path / "float.npz"))
+  assert float_bytes / int8_bytes > 3.5  # 4x on the weights, less the headers and scales
+  loaded, loaded_peaks = quantize.load_export(str(tmp_path / "int8.npz"))
+  assert loaded_peaks == peaks
+  for a, b in zip(
+    jax.tree.leaves(loaded), jax.tree.leaves(quantize.dequantize_params(qparams)), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+  # a 90% sparse model: bitmask + non-zeros
+  sparse = jax.tree.map(lambda p: np.where(np.abs(p) > np.quantile(np.abs(p), 0.9), p, 0), params)
+  sparse_q = quantize.quantize_params(sparse)
+  sparse_bytes = quantize.export(sparse_q, peaks, str(tmp_path / "sparse.npz"))
+  assert sparse_bytes < int8_bytes / 2
+  loaded, _ = quantize.load_export(str(tmp_path / "sparse.npz"))
+  for a, b in zip(
+    jax.tree.leaves(loaded), jax.tree.leaves(quantize.dequantize_params(sparse_q)), strict=True
+  ):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_model_without_layers_to_quantize_is_one_line():
+  with pytest.raises(ValueError, match="no nn.Dense or nn.Conv layer"):
+    quantize.calibrate(lambda x: x * 2, [X])
