@@ -9,9 +9,9 @@ Post-training quantization (PTQ), as pure functions:
   layers found by intercepting the model's calls, so no model declares them).
 - `quantized_logits`: the model run on dequantized weights with each Dense / Conv input rounded to
   int8 at its calibrated scale (per tensor): what int8 inference computes, in float arithmetic.
-- `export` / `load_export`: the int8 model on disk (`.npz`, uncompressed); a kernel that is mostly
-  zeros (a pruned model) is stored as a packed bitmask and its non-zero int8 values
-  (`export_float` writes the float32 baseline the same way).
+- `export` / `load_export`: the int8 model on disk (`.npz`, not deflated, so that only the
+  format exploits zeros): a kernel that is mostly zeros (a pruned model) is stored as a packed
+  bitmask and its non-zero int8 values (`export_float` writes the float32 baseline alike).
 
 `fake_quant` (round to int8 in the forward pass, identity gradient: the straight-through
 estimator) is the building block of quantization-aware training.
@@ -134,7 +134,7 @@ def _flat(tree, prefix=""):
 
 
 def export(qparams, input_peaks: dict, path: str) -> int:
-  """Writes an int8 model to `path` (.npz, uncompressed); returns its size in bytes. Kernels are
+  """Writes an int8 model to `path` (.npz, not deflated); returns its size in bytes. Kernels are
   int8 with per-channel scales; a mostly-zero kernel is a packed bitmask plus its non-zeros;
   the activation scales go along."""
   arrays = {}

@@ -26,7 +26,6 @@ Exit status: 0 done, 1 an error (one line).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -363,7 +362,7 @@ def record_dir(workdir: str, mask_kind: str) -> str:
 
 
 def make_record(workdir: str, results: dict, settings: dict, command: str, wall_time_s: float):
-  """A results record of an inpainting (the shape of a run's `results.json`).
+  """A results record of an inpainting (`jaxvision.tools.record`).
 
   Args:
     workdir: the GAN run's workdir.
@@ -374,43 +373,20 @@ def make_record(workdir: str, results: dict, settings: dict, command: str, wall_
     wall_time_s: how long it took.
 
   Returns:
-    The record: the GAN run's config (and seed, steps, dataset) with `inpaint` added, `final`
-    (the results, the hole MSE ratio to mean-fill's and the repaired accuracy's gain over
-    mean-filled), the declared `METRICS`, and this machine and commit.
+    The record: the GAN run's config with `inpaint` added, `final` (the results, the hole MSE
+    ratio to mean-fill's and the repaired accuracy's gain over mean-filled), the declared
+    `METRICS`, this machine and commit.
   """
-  import jax
+  from jaxvision.tools import record
 
-  gan_path = workdir_lib.results_path(workdir)
-  if os.path.isfile(gan_path):
-    with open(gan_path, encoding="utf-8") as f:
-      gan = json.load(f)
-  else:  # an unfinished run: its config
-    gan = {"config": workdir_lib.load_config(workdir).to_dict()}
   final = dict(results)
   if results["hole_mse_mean_fill"] > 0:
     final["hole_mse_ratio"] = results["hole_mse_gan"] / results["hole_mse_mean_fill"]
   if "accuracy_repaired" in results:
     final["accuracy_gain"] = results["accuracy_repaired"] - results["accuracy_mean_fill"]
-  data = gan.get("dataset") or "the GAN's eval split"
-  return {
-    "command": command,
-    "gan_workdir": workdir,
-    "gan_step": results["step"],
-    "config": {**gan["config"], "inpaint": settings},
-    "seed": gan["config"].get("seed"),
-    "num_train_steps": gan.get("num_train_steps", gan["config"].get("num_train_steps")),
-    "dataset": f"{data}; its first {results['num_images']:,} eval images",
-    "final": final,
-    "metrics": [m for m in METRICS if m["name"] in final],
-    "wall_time_s": round(wall_time_s, 2),
-    "jax_version": jax.__version__,
-    "backend": jax.default_backend(),
-    "devices": jax.device_count(),
-    "processes": jax.process_count(),
-    "machine": {"cpu": workdir_lib.cpu_model(), "cores": os.cpu_count()},
-    "git_commit": workdir_lib.git_commit(),
-    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-  }
+  made = record.make(workdir, "inpaint", settings, final, METRICS, command, wall_time_s)
+  made["dataset"] = f"{made['dataset']}; its first {results['num_images']:,} eval images"
+  return made
 
 
 def _define_flags():
