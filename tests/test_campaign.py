@@ -194,7 +194,7 @@ def test_an_analysis_runs_a_tool_on_each_finished_point_and_tabulates_its_record
   assert len(records) == 4 and notes == []
   from jaxvision.tools import report
 
-  text = report.render(records, "T", "cmd", table_names={a.name: "Fake"})
+  text = report.render(records, "T", "cmd", table_names={a.key: "Fake"})
   assert "## Fake" in text
   rows = [line for line in text.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
   # one row per mask, mean +- std over the two seeds: 4 + {0, 1} and 8 + {0, 1}

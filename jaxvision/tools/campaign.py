@@ -67,7 +67,8 @@ class Analysis:
   writes `results.json` (a run's record) into its record_dir.
 
   Attributes:
-    of: the `config` of the campaign's sweep whose points it analyses (its first such sweep).
+    of: the campaign's sweep whose points it analyses: its `name` (config and axes, e.g.
+      "experiments/x.py:idx --axis=seed=0,1"), or its `config` (the first sweep of it).
     module: the tool, e.g. "jaxvision.tools.inpaint".
     flag: the tool's flag that varies, e.g. "mask".
     values: its values.
@@ -87,6 +88,12 @@ class Analysis:
   @property
   def name(self) -> str:
     return f"{self.module} on {self.of}"
+
+  @property
+  def key(self) -> str:
+    """What its records are grouped and labelled by: analyses with one module and one table
+    share it, so that their rows (e.g. a dense and a pruned sweep's) are labelled together."""
+    return f"{self.module}: {self.table}" if self.table else self.name
 
   def record_dir(self, point_workdir: str, value) -> str:
     folder = self.folder or self.module.rsplit(".", 1)[-1]
@@ -138,7 +145,7 @@ def load(path: str):
     raise CampaignError(f"{path}: {type(e).__name__}: {e}") from None
   if not sweeps or not all(isinstance(s, (Sweep, Analysis)) for s in sweeps):
     raise CampaignError(f"{path}: get_campaign() must return a non-empty list of Sweep or Analysis")
-  configs = {s.config for s in sweeps if isinstance(s, Sweep)}
+  configs = {n for s in sweeps if isinstance(s, Sweep) for n in (s.name, s.config)}
   for a in sweeps:
     if isinstance(a, Analysis) and a.of not in configs:
       raise CampaignError(f"{path}: analysis {a.name}: no sweep of {a.of!r} in the campaign")
@@ -160,6 +167,7 @@ def plan(sweeps, root: str) -> list[dict]:
       plans.append(sweep_lib.plan(s.config, root, list(s.extra), axes=axes))
     except sweep_lib.SweepError as e:
       raise CampaignError(f"sweep {s.name}: {e}") from None
+    by_config.setdefault(s.name, plans[-1])
     by_config.setdefault(s.config, plans[-1])
   return [by_config[s.of] if p is None else p for s, p in zip(sweeps, plans, strict=True)]
 
@@ -244,7 +252,7 @@ def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
         missing.append(f"{name} {a.flag}={value}")
         continue
       with open(path, encoding="utf-8") as f:
-        records.append({**json.load(f), "workdir": directory, "config_file": a.name})
+        records.append({**json.load(f), "workdir": directory, "config_file": a.key})
   notes = []
   if missing:
     notes.append(f"{a.name}: {len(missing)} records missing or stale ({', '.join(missing)}).")
@@ -278,7 +286,7 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
   notes += list(getattr(module, "NOTES", ()))
   references = {s.config: s.published for s in sweeps if isinstance(s, Sweep) and s.published}
   names = {s.config: s.table for s in sweeps if isinstance(s, Sweep) and s.table}
-  names.update({s.name: s.table for s in sweeps if isinstance(s, Analysis) and s.table})
+  names.update({s.key: s.table for s in sweeps if isinstance(s, Analysis) and s.table})
   table_plots = None
   if plots and curves:  # learning curves: runs only (an analysis has none)
     base = os.path.dirname(os.path.abspath(out))
