@@ -54,6 +54,12 @@ def base_config(**overrides) -> ml_collections.ConfigDict:
       log_every_steps=100,
       eval_every_steps=1000,
       label_smoothing=0.0,
+      # Knowledge distillation (Hinton et al. 2015) from a trained classifier run.
+      distill=dict(
+        teacher="",  # the teacher run's workdir; "" trains on the labels alone
+        temperature=0.0,  # softmax temperature of the soft targets; 0: 4
+        alpha=0.0,  # weight of the labels' cross-entropy (the soft targets' is 1 - alpha)
+      ),
       augment=dict(
         max_shift=0,  # random translation, in pixels/positions per spatial axis
         rotate=0.0,  # random rotation of images, up to this many degrees either way

@@ -75,6 +75,9 @@ def train_step(
   time_axes: int = 0,
   affine: dict | None = None,
   label_smoothing: float = 0.0,
+  teacher=None,
+  temperature: float = 4.0,
+  alpha: float = 0.0,
   axis_name: str | None = None,
 ):
   """One optimizer step on a batch {"inputs": [B, ...], "targets": [B] class ids}.
@@ -90,6 +93,11 @@ def train_step(
     affine: `augment.random_affine`'s ranges ({"rotate", "scale", "shear"}; None or zeros: off),
       applied before the shift.
     label_smoothing: cross-entropy label smoothing.
+    teacher: inputs -> a teacher's logits, for distillation (None: the labels alone); the loss is
+      then alpha * the labels' cross-entropy + (1 - alpha) * temperature^2 * the cross-entropy
+      with the teacher's softmax at `temperature` (Hinton et al. 2015), on the same augmented
+      inputs.
+    temperature, alpha: of the distillation.
     axis_name: the device axis under pmap (gradients, metrics and batch statistics are averaged
       over it); None under sharded jit.
 
@@ -109,6 +117,9 @@ def train_step(
   )
   labels = batch["targets"]
   mutable = ["batch_stats"] if state.batch_stats else False
+  soft = None
+  if teacher is not None:
+    soft = jax.nn.softmax(jax.lax.stop_gradient(teacher(inputs)) / temperature)
 
   def loss_fn(params):
     out = state.apply_fn(
@@ -122,6 +133,9 @@ def train_step(
     logits, updates = out if mutable else (out, {})
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
     loss = optax.softmax_cross_entropy(logits, targets).mean()
+    if soft is not None:
+      distilled = optax.softmax_cross_entropy(logits / temperature, soft).mean() * temperature**2
+      loss = alpha * loss + (1.0 - alpha) * distilled
     return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -164,6 +178,7 @@ class Task(base.Task):
     self.tx, self.schedule = optim.create_optimizer(
       config.optimizer, config.schedule, config.num_train_steps
     )
+    self._teacher = None  # loaded by the first traced step (`_distillation`)
 
   validate = staticmethod(validate)
 
@@ -183,7 +198,36 @@ class Task(base.Task):
       affine={k: augment_config.get(k, 0.0) for k in ("rotate", "scale", "shear")},
       label_smoothing=self.config.label_smoothing,
       axis_name=axis_name,
+      **self._distillation(),
     )
+
+  def _distillation(self) -> dict:
+    """The teacher's logits function and settings when `config.distill.teacher` is set (its run
+    is loaded when the step is first traced, so a student loads without its teacher)."""
+    distill = self.config.get("distill")
+    if not distill or not distill.teacher:
+      return {}
+    if self._teacher is None:
+      from jaxvision import runs
+
+      with jax.ensure_compile_time_eval():  # loaded while the step is traced: concrete arrays
+        run = runs.load_run(distill.teacher)
+      same = (run.task.data.num_classes, tuple(run.task.data.input_shape)) == (
+        self.data.num_classes,
+        tuple(self.data.input_shape),
+      )
+      if run.config.trainer != "classifier" or not same:
+        raise ConfigError(
+          f"config.distill.teacher={distill.teacher} must be a classifier of the same inputs "
+          f"{tuple(self.data.input_shape)} and {self.data.num_classes} classes"
+        )
+      state = run.state
+      self._teacher = lambda x: predict(state, {"inputs": x})
+    return {
+      "teacher": self._teacher,
+      "temperature": distill.temperature or 4.0,
+      "alpha": distill.alpha,
+    }
 
   def with_optimizers(self, state):
     return state.replace(tx=self.tx)
