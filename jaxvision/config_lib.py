@@ -54,6 +54,7 @@ def base_config(**overrides) -> ml_collections.ConfigDict:
       log_every_steps=100,
       eval_every_steps=1000,
       label_smoothing=0.0,
+      qat=False,  # quantization-aware training: int8 fake-quant weights and inputs (quantize.py)
       # Knowledge distillation (Hinton et al. 2015) from a trained classifier run.
       distill=dict(
         teacher="",  # the teacher run's workdir; "" trains on the labels alone

@@ -13,8 +13,10 @@ Post-training quantization (PTQ), as pure functions:
   format exploits zeros): a kernel that is mostly zeros (a pruned model) is stored as a packed
   bitmask and its non-zero int8 values (`export_float` writes the float32 baseline alike).
 
-`fake_quant` (round to int8 in the forward pass, identity gradient: the straight-through
-estimator) is the building block of quantization-aware training.
+Quantization-aware training (QAT): `fake_quant` rounds to int8 in the forward pass with an
+identity gradient (the straight-through estimator); `qat_apply` runs a model with its kernels
+fake-quantized per output channel and each Dense / Conv input per tensor at the batch's own
+range, so that training sees the int8 model's rounding (Jacob et al. 2018).
 """
 
 from __future__ import annotations
@@ -73,6 +75,38 @@ def fake_quant(x: jax.Array, scale) -> jax.Array:
   gradient is the identity (straight-through estimator)."""
   q = jnp.clip(jnp.round(x / scale), -QMAX, QMAX) * scale
   return x + jax.lax.stop_gradient(q - x)
+
+
+def fake_quant_params(params):
+  """Each kernel fake-quantized per output channel (scales from its current range, held
+  constant for the gradient); other leaves unchanged."""
+
+  def one(p):
+    if not is_kernel(p):
+      return p
+    peak = jnp.max(jnp.abs(p).reshape(-1, p.shape[-1]), axis=0)
+    return fake_quant(p, jax.lax.stop_gradient(jnp.where(peak > 0, peak / QMAX, 1.0)))
+
+  return jax.tree.map(one, params)
+
+
+def qat_apply(apply_fn: Callable) -> Callable:
+  """`apply_fn(variables, x, ...)` as the int8 model computes it: kernels fake-quantized per
+  channel, every Dense / Conv input fake-quantized per tensor at its batch's largest |value|."""
+
+  def quantize_inputs(next_fun, args, kwargs, context):
+    if _is_layer_call(context):
+      x = args[0]
+      scale = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(x)), 1e-12) / QMAX)
+      args = (fake_quant(x, scale), *args[1:])
+    return next_fun(*args, **kwargs)
+
+  def fn(variables, *args, **kwargs):
+    variables = {**variables, "params": fake_quant_params(variables["params"])}
+    with nn.intercept_methods(quantize_inputs):
+      return apply_fn(variables, *args, **kwargs)
+
+  return fn
 
 
 def _is_layer_call(context) -> bool:

@@ -108,3 +108,22 @@ def test_compress_a_trained_pruned_classifier(tmp_path):
   assert final["size_ratio"] > 6  # int8 and sparse
   assert record["config"]["compress"] == {"calibration": 64, "method": "int8 ptq"}
   assert "int8" in done.stdout and "smaller" in done.stdout
+
+
+def test_quantization_aware_training_learns_through_the_rounding(tmp_path):
+  from experiments import digits_cnn
+  from jaxvision import runs
+  from jaxvision.train import trainer
+
+  config = digits_cnn.get_config()
+  config.num_train_steps = config.eval_every_steps = config.checkpoint.every_steps = 60
+  config.schedule.warmup_steps = 5
+  config.qat = True
+  outcome = trainer.train_and_evaluate(config, str(tmp_path / "qat"))
+  assert outcome.final["eval_accuracy"] > 0.6  # it learned with int8 weights and inputs
+  run = runs.load_run(str(tmp_path / "qat"))
+  x = run.dataset().eval.get(np.arange(32))["inputs"]
+  quantized = np.asarray(run.apply("predict")({"inputs": x}))
+  plain = np.asarray(run.task.model.apply({"params": run.state.params}, x, train=False))
+  assert not np.array_equal(quantized, plain)  # restored runs evaluate the int8 forward
+  assert np.abs(quantized - plain).max() < 0.1 * np.abs(plain).max()

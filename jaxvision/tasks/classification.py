@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvision import models, optim, parallel, pruning
+from jaxvision import models, optim, parallel, pruning, quantize
 from jaxvision.config_dict import ConfigError
 from jaxvision.data import augment
 from jaxvision.tasks import base
@@ -184,7 +184,10 @@ class Task(base.Task):
 
   def init_state(self, key) -> TrainState:
     example = jnp.zeros((1, *self.data.input_shape), jnp.float32)
-    return create_train_state(self.model, self.tx, example, key)
+    state = create_train_state(self.model, self.tx, example, key)
+    if self.config.get("qat"):  # training and evaluation see the int8 model's rounding
+      state = state.replace(apply_fn=quantize.qat_apply(self.model.apply))
+    return state
 
   def train_step(self, state, batch, key, *, axis_name=None):
     augment_config = self.config.augment
