@@ -17,6 +17,11 @@ PLOTS = "docs/results"
 MNIST1D_PAPER = "MNIST-1D paper (Greydanus 2020)"
 PRUNED = (0.8, 0.9, 0.95)  # CNN A's final sparsities
 
+
+def _values(values) -> str:
+  return ",".join(map(str, values))
+
+
 NOTES = [
   "Offline MNIST rows (idx) cross-validate the real MNIST test split (the training split is not "
   "available offline): fold K trains on 8,000 images and evaluates on the K-th block of 2,000.",
@@ -58,8 +63,14 @@ def get_campaign():
   seed_task = "The seeds' 3 x LSTM(64) on the marked-sum task, and its shuffled-label control"
   motion = "Moving-MNIST motion classification, and the single-frame control"
   gan_ablation = "DCGAN on offline MNIST: each small-data option alone (3,000 steps, seed 0)"
-  pruned = "CNN A pruned during training (gradual magnitude pruning, global), 5-fold"
-  compressed = "CNN A compressed: int8 post-training quantization of each fold, dense and pruned"
+  trained = (
+    "CNN A compressed in training: pruned (gradual, global magnitude), int8-aware, distilled"
+  )
+  compressed = "CNN A compressed: int8 post-training quantization of every fold of each"
+
+  def compress(sweep):
+    return Analysis(sweep, "jaxvision.tools.compress", "calibration", (512,), table=compressed)
+
   return [
     # MNIST-1D, generated: the paper's table (>= 3 seeds each).
     Sweep("experiments/mnist1d_baselines.py:logistic", published="32%", table=mnist1d),
@@ -79,22 +90,15 @@ def get_campaign():
     Sweep("experiments/seed_lstm.py:control", table=seed_task),
     # Moving-MNIST frame prediction against copy-last.
     Sweep("experiments/moving_mnist_convlstm.py"),
-    # CNN A compressed: pruned during training (5 folds each), then int8 PTQ of every fold.
-    Sweep("experiments/mnist_cnn.py:idx", axes={"optimizer.sparsity": PRUNED}, table=pruned),
-    Analysis(
-      "experiments/mnist_cnn.py:idx",
-      "jaxvision.tools.compress",
-      "calibration",
-      (512,),
-      table=compressed,
-    ),
-    Analysis(
-      f"experiments/mnist_cnn.py:idx --axis=optimizer.sparsity={','.join(map(str, PRUNED))}",
-      "jaxvision.tools.compress",
-      "calibration",
-      (512,),
-      table=compressed,
-    ),
+    # CNN A compressed in training (pruned to each sparsity, quantization-aware, distilled from
+    # each fold's CNN B; 5 folds each), then int8 PTQ of every fold of each and of the dense one.
+    Sweep("experiments/mnist_cnn.py:idx", axes={"optimizer.sparsity": PRUNED}, table=trained),
+    Sweep("experiments/mnist_cnn.py:idx", axes={"qat": [True]}, table=trained),
+    Sweep("experiments/mnist_cnn.py:idx_distill", table=trained),
+    compress("experiments/mnist_cnn.py:idx"),
+    compress(f"experiments/mnist_cnn.py:idx --axis=optimizer.sparsity={_values(PRUNED)}"),
+    compress("experiments/mnist_cnn.py:idx --axis=qat=True"),
+    compress("experiments/mnist_cnn.py:idx_distill"),
     # DCGAN: the small-data ablation, its metrics on a CNN A without label smoothing.
     Sweep("experiments/mnist_cnn.py:idx_sharp", table="The GAN metrics' feature classifier"),
     Sweep("experiments/mnist_dcgan.py:idx_ablation", table=gan_ablation),
