@@ -109,7 +109,11 @@ def get_campaign():
       "jaxvision.tools.inpaint",
       "mask",
       ("center", "left", "random"),
-      args=("--num=512", "--classifier_workdir=runs/mnist_cnn_idx_sharp/default"),
+      args=(
+        "--num=512",
+        "--search_steps=60",
+        "--classifier_workdir=runs/mnist_cnn_idx_sharp/default",
+      ),
       table="DCGAN recipe: inpainting 512 held-out digits",
     ),
   ]

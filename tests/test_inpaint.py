@@ -171,7 +171,8 @@ def test_run_on_a_gan_workdir(tmp_path):
   assert 0.0 <= results["accuracy_gan_class"] <= 1.0 and np.isfinite(results["hole_mse_gan"])
 
 
-def test_conditional_inpainting_keeps_the_best_fitting_class():
+@pytest.mark.parametrize("search_steps", [None, 2])  # every class all along, or refined after 2
+def test_conditional_inpainting_keeps_the_best_fitting_class(search_steps):
   def generate(z, labels):  # class c draws a flat image at c / 5 - 1; z changes nothing
     level = labels.astype(jnp.float32) / 5.0 - 1.0 + 0.0 * z[:, 0]
     return jnp.broadcast_to(level[:, None, None, None], (len(labels), 4, 4, 1))
@@ -180,7 +181,7 @@ def test_conditional_inpainting_keeps_the_best_fitting_class():
   images = generate(jnp.zeros((3, 2)), truth)
   mask = inpaint.make_mask("center", images.shape)
   repaired, z, chosen = inpaint.inpaint_conditional(
-    generate, images, mask, jax.random.key(0), 10, z_dim=2, steps=5
+    generate, images, mask, jax.random.key(0), 10, z_dim=2, steps=5, search_steps=search_steps
   )
   assert chosen.tolist() == [3, 7, 0] and z.shape == (3, 2)
   np.testing.assert_allclose(repaired, images, atol=1e-6)
