@@ -205,3 +205,24 @@ def test_five_mnist1d_cnn_members_equal_five_standalone_runs(tmp_path):
     assert final(member)["final"]["eval_accuracy"] == pytest.approx(
       final(alone)["final"]["eval_accuracy"], abs=1e-6
     )
+
+
+@pytest.mark.slow
+def test_a_diverging_mnist1d_cnn_member_is_frozen_and_the_other_four_finish(tmp_path, capsys):
+  """The acceptance form of the freeze: K = 5 MNIST-1D CNN members, one at a learning rate
+  that diverges at once."""
+  from experiments import mnist1d_cnn
+
+  config = mnist1d_cnn.get_config()
+  config.num_train_steps = config.eval_every_steps = config.checkpoint.every_steps = 200
+  config.log_every_steps = 50
+  config.schedule.warmup_steps = 20
+  config.members = "optimizer.learning_rate=0.001,0.002,0.003,0.005,1e30"
+  assert train(config, tmp_path).status == "finished"
+  bad = final(tmp_path / "member=optimizer.learning_rate=1e+30")
+  assert bad["status"] == "frozen" and "non-finite" in bad["frozen"]["reason"]
+  assert bad["frozen"]["step"] <= 50
+  assert f"frozen at step {bad['frozen']['step']}" in capsys.readouterr().out
+  for lr in ("0.001", "0.002", "0.003", "0.005"):
+    good = final(tmp_path / f"member=optimizer.learning_rate={lr}")
+    assert good.get("status") != "frozen" and good["final"]["eval_accuracy"] > 0.5, lr
