@@ -51,6 +51,25 @@ NOTES = [
   "(d_no_batch_norm is their baseline). Point r1_0.1 ran its first 1,000 steps at commit "
   "798e450 with lazy R1 inside one program (lax.cond, the same numbers, 4x slower) and resumed "
   "at e73238c.",
+  "The DCGAN recipe (:idx_best): class-conditional G with a projection D, hinge loss, spectral "
+  "norm in D without batch norm, DiffAugment translation + cutout, 10,000 steps; its "
+  "conditional accuracy is the share of samples the feature classifier assigns to the digit "
+  "asked for (target 95%). Inpainting repairs the first 512 held-out eval digits "
+  "(t10k[8000:8512], never trained on): hole MSE against the mean training image as fill, and "
+  "the feature classifier's accuracy on masked (hole mid-grey), mean-filled, repaired and "
+  "original images; the conditional G's latents are fitted for every class for 60 steps, then "
+  "the best-fitting class alone for 240 (targets, centre mask: hole MSE <= 0.7x mean-fill's, "
+  "repaired accuracy >= mean-filled + 10 points).",
+  "CNN A compression (offline MNIST, 5 folds each): pruning is gradual magnitude pruning in "
+  "training (one threshold over all kernels, cubic schedule from step 0 to 3/4 of training); "
+  "qat=True trains through int8 fake-quantization (straight-through gradients); idx_distill is "
+  "a half-width CNN A (a quarter of the weights) on each fold's CNN B's soft targets (T = 4, "
+  "10% weight on the labels). int8 PTQ: per-channel int8 kernels and per-tensor int8 layer "
+  "inputs calibrated on 512 training images, simulated in float arithmetic (so no int8 "
+  "latency); bytes are uncompressed .npz files of the float32 weights and of the int8 export "
+  "(sparse kernels as a bitmask and the non-zeros); latency is the float model's median per "
+  "batch of 500 on this CPU. Targets (issue #24): 90% sparsity within 0.2 points of dense, "
+  "int8 PTQ within 0.1 points, files >= 4x smaller (int8) and >= 8x (90% sparse + int8).",
   "Wall times come from a shared 2-core machine that also ran other work (load average up to "
   "~9 during some runs): compare them only roughly; benchmarks/RESULTS.md has quiet timings.",
 ]
