@@ -252,7 +252,9 @@ def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
         missing.append(f"{name} {a.flag}={value}")
         continue
       with open(path, encoding="utf-8") as f:
-        records.append({**json.load(f), "workdir": directory, "config_file": a.key})
+        records.append(
+          {**json.load(f), "workdir": directory, "config_file": a.key, "table": a.table}
+        )
   notes = []
   if missing:
     notes.append(f"{a.name}: {len(missing)} records missing or stale ({', '.join(missing)}).")
@@ -272,7 +274,8 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
       continue
     current = current_points(p)
     loaded = [
-      {**report_lib.load_results(pt["workdir"]), "workdir": pt["workdir"]} for pt in current
+      {**report_lib.load_results(pt["workdir"]), "workdir": pt["workdir"], "table": s.table}
+      for pt in current
     ]
     runs += loaded
     curves += loaded

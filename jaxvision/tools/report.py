@@ -237,7 +237,8 @@ def group_runs(runs, over=DEFAULT_OVER) -> list[Group]:
       k: v for k, v in run_settings(run).items() if k not in over and not is_bookkeeping(k)
     }
     config_file = run.get("config_file") or experiment_of(run).partition(":")[0]
-    key = (config_file, tuple(sorted(settings.items(), key=lambda kv: kv[0])))
+    on = [(k, v) for k, v in settings.items() if not _off(v)]  # an option off = one absent
+    key = (config_file, tuple(sorted(on, key=lambda kv: kv[0])))
     group = groups.setdefault(key, Group(config_file, settings, []))
     group.runs.append(run)
   out = list(groups.values())
@@ -246,6 +247,13 @@ def group_runs(runs, over=DEFAULT_OVER) -> list[Group]:
   for config_file in dict.fromkeys(g.config_file for g in out):
     _label([g for g in out if g.config_file == config_file])
   return out
+
+
+def _off(value) -> bool:
+  """An option that is off (None, 0, False, "", empty): the same as a key an older run's config
+  lacks, as `workdir.config_changes` has it, so runs from before an option existed group with
+  runs that leave it off."""
+  return value is None or (not isinstance(value, (int, float)) or value == 0) and not value
 
 
 def _label(groups: list[Group]) -> None:
@@ -258,7 +266,8 @@ def _label(groups: list[Group]) -> None:
       group.label = next(iter(name))
     return
   keys = sorted({k for g in groups for k in g.settings})
-  varied = [k for k in keys if len({_hashable(g.settings.get(k)) for g in groups}) > 1]
+  value = lambda g, k: None if _off(g.settings.get(k)) else _hashable(g.settings.get(k))
+  varied = [k for k in keys if len({value(g, k) for g in groups}) > 1]
   experiments = [experiment_of(g.runs[0]) for g in groups]
   if len(set(experiments)) > 1:
     # Variants (`file.py:ARG`) differ in many keys: the variant's name says it, plus whatever
@@ -266,7 +275,7 @@ def _label(groups: list[Group]) -> None:
     overridden = {k for g in groups for r in g.runs for k in (r.get("overrides") or {})}
     varied = [k for k in varied if k in overridden]
   for group, experiment in zip(groups, experiments, strict=True):
-    parts = [f"{k}={_show(group.settings.get(k))}" for k in varied]
+    parts = [f"{k}={_show(group.settings.get(k, 'off'))}" for k in varied]
     if len(set(experiments)) > 1:
       parts.insert(0, f"`{experiment}`")
     group.label = ", ".join(parts) or f"`{experiment}`"
@@ -611,9 +620,10 @@ def plot_curves(
 
 
 def table_name(group: Group, table_names: dict | None = None) -> str:
-  """The table a point's row goes in: its experiment's entry of `table_names`, else its config
-  file (in backquotes)."""
-  return (table_names or {}).get(experiment_of(group.runs[0])) or f"`{group.config_file}`"
+  """The table a point's row goes in: the one its run was loaded for (a campaign's sweep sets
+  `table`), else its experiment's entry of `table_names`, else its config file (backquoted)."""
+  run = group.runs[0]
+  return run.get("table") or (table_names or {}).get(experiment_of(run)) or f"`{group.config_file}`"
 
 
 def plot_tables(
