@@ -253,7 +253,7 @@ def _off(value) -> bool:
   """An option that is off (None, 0, False, "", empty): the same as a key an older run's config
   lacks, as `workdir.config_changes` has it, so runs from before an option existed group with
   runs that leave it off."""
-  return value is None or (not isinstance(value, (int, float)) or value == 0) and not value
+  return not value
 
 
 def _label(groups: list[Group]) -> None:
