@@ -26,6 +26,7 @@ SOURCES = {
   "digits": "jaxvision.data.digits",
   "marked_sum": "jaxvision.data.marked_sum",
   "moving_mnist": "jaxvision.data.moving_mnist",
+  "scenes": "jaxvision.data.scenes",
 }
 LAYOUTS = ("image", "sequence")
 COMMON = dict(

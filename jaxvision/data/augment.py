@@ -31,12 +31,25 @@ def random_shift(
   """
   if max_shift == 0:
     return x
-  batch, spatial = x.shape[0], x.shape[1 + time_axes : -1]
+  spatial = x.shape[1 + time_axes : -1]
   if not spatial:
     raise ValueError(f"random_shift: inputs {x.shape} have no spatial axis after {time_axes=}")
+  shifts = _draw_shifts(key, x.shape[0], len(spatial), max_shift, axis_name)
+  return _shift(x, shifts, max_shift, time_axes)
+
+
+def _draw_shifts(key, batch: int, dims: int, max_shift: int, axis_name) -> jnp.ndarray:
+  """Crop offsets [B, dims] in [0, 2 * max_shift] of this device's rows, drawn for the global
+  batch (so every strategy and device count shifts each example alike)."""
   global_batch = parallel.global_batch_size(batch, axis_name)
-  shifts = jax.random.randint(key, (global_batch, len(spatial)), 0, 2 * max_shift + 1)
-  shifts = parallel.local_rows(shifts, axis_name)  # [B, D]
+  shifts = jax.random.randint(key, (global_batch, dims), 0, 2 * max_shift + 1)
+  return parallel.local_rows(shifts, axis_name)
+
+
+def _shift(x: jnp.ndarray, shifts: jnp.ndarray, max_shift: int, time_axes: int) -> jnp.ndarray:
+  """`x` [B, *time, *spatial, C] zero-padded by `max_shift` and cropped at `shifts` [B, D]: each
+  example's content moves by `max_shift - shifts` pixels along each spatial axis."""
+  spatial = x.shape[1 + time_axes : -1]
   fixed = x.shape[1 : 1 + time_axes]
   pad = [(0, 0)] * (1 + time_axes) + [(max_shift, max_shift)] * len(spatial) + [(0, 0)]
   padded = jnp.pad(x, pad)
@@ -95,3 +108,49 @@ def random_affine(
     return jnp.stack([read(image[..., c]) for c in range(channels)], -1).reshape(image.shape)
 
   return jax.vmap(warp)(x, params).astype(x.dtype)
+
+
+def shift_scene(key: jax.Array, batch: dict, max_shift: int, axis_name: str | None = None) -> dict:
+  """Translates each scene of a `jaxvision.data.scenes` batch, its class map and its boxes alike.
+
+  Args:
+    key: PRNG key.
+    batch: {"inputs": [B, (T,) S, S, C], "targets": class maps [B, (T,) S, S], and optionally
+      "boxes": [B, (T,) M, 4] (x0, y0, x1, y1) with "labels": [B, M], ...}.
+    max_shift: largest shift in either direction along each axis; 0 returns `batch` unchanged.
+    axis_name: under pmap, the device axis (shifts are drawn for the global batch, as in
+      `random_shift`).
+
+  Returns:
+    The batch with inputs and class maps shifted (zero, i.e. background, filled), boxes moved with
+    them and clipped to the canvas, and the labels of boxes moved wholly off the canvas set to -1
+    (their boxes zeroed). Other keys are unchanged.
+  """
+  if max_shift == 0:
+    return batch
+  inputs, classes = batch["inputs"], batch["targets"]
+  time_axes = inputs.ndim - 4
+  shifts = _draw_shifts(key, inputs.shape[0], 2, max_shift, axis_name)  # [B, 2] (rows, cols)
+  inputs = _shift(inputs, shifts, max_shift, time_axes)
+  classes = _shift(classes[..., None], shifts, max_shift, time_axes)[..., 0]
+  if "boxes" not in batch:  # a segmentation batch: pixels and class maps only
+    return {**batch, "inputs": inputs, "targets": classes}
+  boxes = batch["boxes"]
+  dy, dx = (max_shift - shifts[:, 0]), (max_shift - shifts[:, 1])  # [B]
+  move = jnp.stack([dx, dy, dx, dy], -1).astype(boxes.dtype)  # [B, 4]
+  move = move.reshape(move.shape[0], *(1,) * (boxes.ndim - 2), 4)
+  size = jnp.array([inputs.shape[-2], inputs.shape[-3]] * 2, boxes.dtype)  # (W, H, W, H)
+  moved = jnp.clip(boxes + move, 0, size)
+  real = batch["labels"] >= 0  # [B, M]
+  on_canvas = (moved[..., 2] > moved[..., 0]) & (moved[..., 3] > moved[..., 1])  # [B, (T,) M]
+  # A digit of a clip stays while it is on the canvas in any frame (its box is zero in the others).
+  keep = real & (on_canvas.any(axis=1) if time_axes else on_canvas)  # [B, M]
+  keep_boxes = (keep[:, None] if time_axes else keep) & on_canvas
+  return {
+    **batch,
+    "inputs": inputs,
+    "targets": classes,
+    "boxes": jnp.where(keep_boxes[..., None], moved, 0.0),
+    "labels": jnp.where(keep, batch["labels"], -1),
+    "num_objects": keep.sum(-1).astype(jnp.int32),
+  }

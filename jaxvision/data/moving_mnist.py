@@ -102,9 +102,33 @@ def render(digits: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
   canvas = np.zeros((num_frames, size, size), np.uint8)
   for digit, path in zip(digits, positions, strict=True):
     for t, (x, y) in enumerate(path):
-      window = canvas[t, y : y + DIGIT, x : x + DIGIT]
-      np.maximum(window, digit, out=window)
+      paste(canvas[t], digit, x, y)
   return (canvas.astype(np.float32) / 255.0)[..., None]
+
+
+def paste(
+  canvas: np.ndarray,
+  image: np.ndarray,
+  x: int,
+  y: int,
+  *,
+  classes: np.ndarray | None = None,
+  label: int = 0,
+  threshold: int = 0,
+) -> None:
+  """Draws `image` [h, w] uint8 into `canvas` [H, W] uint8 at top-left (x, y), in place, where
+  overlaps keep the brighter pixel (max): how every generated MNIST scene is rendered.
+
+  With `classes` ([H, W] int, in place): the pixels where `image` is drawn on top (brighter than
+  what was there) and at least `threshold` bright take `label`, so the class map always names the
+  digit the image shows at each pixel (`jaxvision.data.scenes`).
+  """
+  h, w = image.shape
+  window = canvas[y : y + h, x : x + w]
+  if classes is not None:
+    on_top = (image > window) & (image >= threshold)
+    classes[y : y + h, x : x + w][on_top] = label
+  np.maximum(window, image, out=window)
 
 
 class ClipMaker:
@@ -196,20 +220,22 @@ class ClipMaker:
     return {"inputs": inputs, "targets": np.asarray(spec["label"], np.int32)}
 
 
-def read_digits(config) -> np.ndarray:
-  """The digit images [N, 28, 28] uint8 of `config.digits_split` from `config.digits_source`."""
+def read_digits(config, *, with_labels: bool = False):
+  """The digit images [N, 28, 28] uint8 of `config.digits_split` from `config.digits_source`
+  (and their classes [N] int32 with `with_labels`)."""
   if config.digits_source == "idx":
-    images, _ = idx.read_split(config.data_dir or idx.default_mnist_dir(), config.digits_split)
+    images, labels = idx.read_split(config.data_dir or idx.default_mnist_dir(), config.digits_split)
   elif config.digits_source == "tfds":
     from jaxvision.data import tfds  # imported here: tensorflow_datasets is slow to import
 
     split = _TFDS_SPLITS.get(config.digits_split, config.digits_split)
-    images, _ = tfds.read_all("mnist", split, config.data_dir)
+    images, labels = tfds.read_all("mnist", split, config.data_dir)
   else:
     raise ValueError(
       f"unknown digits_source {config.digits_source!r}; expected one of {DIGITS_SOURCES}"
     )
-  return np.asarray(images, np.uint8).reshape(-1, DIGIT, DIGIT)
+  images = np.asarray(images, np.uint8).reshape(-1, DIGIT, DIGIT)
+  return (images, np.asarray(labels, np.int32)) if with_labels else images
 
 
 def clip_makers(config, digits: np.ndarray) -> tuple[ClipMaker, ClipMaker]:
