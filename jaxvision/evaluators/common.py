@@ -18,6 +18,7 @@ import importlib
 TYPES = {
   "classification": "jaxvision.evaluators.classification",
   "gan": "jaxvision.evaluators.gan",
+  "segmentation": "jaxvision.evaluators.segmentation",
   "video_prediction": "jaxvision.evaluators.video",
 }
 

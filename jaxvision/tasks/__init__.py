@@ -9,6 +9,7 @@ from jaxvision.config_dict import ConfigError
 TASKS = {
   "classifier": "jaxvision.tasks.classification",
   "gan": "jaxvision.tasks.gan",
+  "segmentation": "jaxvision.tasks.segmentation",
   "video": "jaxvision.tasks.video",
 }
 

@@ -19,10 +19,11 @@ from experiments import digits_cnn, mnist1d_rnn, mnist_dcgan
 from jaxvision import data, models
 from jaxvision.data import pipeline
 from jaxvision.tasks import classification as classifier
-from jaxvision.tasks import gan, video
+from jaxvision.tasks import gan, segmentation, video
 from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, mnist_dir
+from tests.train.test_segmentation import tiny_config as segmentation_tiny_config
 from tests.train.test_video_training import tiny_config
 
 
@@ -68,12 +69,22 @@ def video_config():
   return config
 
 
+def segmentation_config():
+  """The U-Net, tiny (3 levels of 8-32 channels), on 48x48 scenes of the offline MNIST digits."""
+  if not all((mnist_dir() / f).is_file() for f in MNIST_FILES):
+    pytest.skip(f"offline MNIST IDX files not found in {mnist_dir()} (set JAXVISION_MNIST_DIR)")
+  config = _short(segmentation_tiny_config(mnist_dir()))
+  config.evaluators.eval.png_scenes = 0
+  return config
+
+
 # Task module, config, the loss keys its step returns
 TRAINERS = {
   "classifier": (classifier, classifier_config, ("train_loss",)),
   "rnn": (classifier, rnn_config, ("train_loss",)),
   "gan": (gan, gan_config, ("d_loss", "g_loss")),
   "video": (video, video_config, ("train_loss",)),
+  "segmentation": (segmentation, segmentation_config, ("train_loss",)),
 }
 
 

@@ -14,10 +14,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import digits_cnn, mnist1d_rnn, mnist_cnn, mnist_dcgan
+from experiments import (
+  digits_cnn,
+  mnist1d_rnn,
+  mnist_cnn,
+  mnist_dcgan,
+  scenes_segmentation,
+)
 from jaxvision import data, models, optim
 from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
+from tests.conftest import MNIST_FILES, mnist_dir
 
 TOPOLOGIES = [(1, "jit"), (0, "jit"), (0, "pmap")]  # (num_devices, strategy); 0: all 8
 
@@ -81,6 +88,25 @@ def gan_config():
   return config
 
 
+def unet_config():
+  """A 2-level U-Net with batch norm on 32x32 scenes (shifted with their class maps)."""
+  if not all((mnist_dir() / f).is_file() for f in MNIST_FILES):
+    pytest.skip(f"offline MNIST IDX files not found in {mnist_dir()} (set JAXVISION_MNIST_DIR)")
+  config = _short(scenes_segmentation.get_config(), steps=4)
+  config.data.update(
+    data_dir=str(mnist_dir()),
+    size=32,
+    min_side=12,
+    max_side=20,
+    max_digits=3,
+    batch_size=16,
+    eval_batch_size=16,
+  )
+  config.model = models.model_config("unet", features=(4, 8))
+  config.augment.max_shift = 2
+  return _sgd(config)
+
+
 def _params(workdir, keys):
   state, _ = restore_latest(str(workdir))
   return [np.asarray(x) for k in keys for x in jax.tree.leaves(state[k])]
@@ -120,6 +146,7 @@ CASES = {
   "cnn_bn": (tiny_cnn_config, ["params", "batch_stats"]),
   "lstm": (lstm_config, ["params"]),
   "dcgan_bn": (gan_config, ["g_params", "d_params", "g_batch_stats"]),
+  "unet_bn": (unet_config, ["params", "batch_stats"]),
 }
 
 
@@ -149,7 +176,7 @@ def straight(tmp_path_factory):
 
 @pytest.mark.parametrize(
   "case",
-  # ~30 s each: the batch-norm CNN by default, the LSTM and the DCGAN in CI's slow phase.
+  # ~30 s each: the batch-norm CNN by default, the others in CI's slow phase.
   [c if c == "cnn_bn" else pytest.param(c, marks=pytest.mark.slow) for c in sorted(CASES)],
 )
 def test_one_device_jit_and_pmap_agree(case, straight):
