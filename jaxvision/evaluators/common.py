@@ -17,6 +17,7 @@ import importlib
 
 TYPES = {
   "classification": "jaxvision.evaluators.classification",
+  "detection": "jaxvision.evaluators.detection",
   "gan": "jaxvision.evaluators.gan",
   "segmentation": "jaxvision.evaluators.segmentation",
   "video_prediction": "jaxvision.evaluators.video",

@@ -8,6 +8,7 @@ from jaxvision.config_dict import ConfigError
 
 TASKS = {
   "classifier": "jaxvision.tasks.classification",
+  "detection": "jaxvision.tasks.detection",
   "gan": "jaxvision.tasks.gan",
   "segmentation": "jaxvision.tasks.segmentation",
   "video": "jaxvision.tasks.video",

@@ -19,10 +19,11 @@ from experiments import digits_cnn, mnist1d_rnn, mnist_dcgan
 from jaxvision import data, models
 from jaxvision.data import pipeline
 from jaxvision.tasks import classification as classifier
-from jaxvision.tasks import gan, segmentation, video
+from jaxvision.tasks import detection, gan, segmentation, video
 from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, mnist_dir
+from tests.train.test_detection import tiny_config as detection_tiny_config
 from tests.train.test_segmentation import tiny_config as segmentation_tiny_config
 from tests.train.test_video_training import tiny_config
 
@@ -78,6 +79,13 @@ def segmentation_config():
   return config
 
 
+def detection_config():
+  """CenterNet, tiny (2 stages of 8/16 channels), on 48x48 scenes of the offline MNIST digits."""
+  config = _short(detection_tiny_config())
+  config.evaluators.eval.png_scenes = 0  # PNGs are tested in test_detection
+  return config
+
+
 # Task module, config, the loss keys its step returns
 TRAINERS = {
   "classifier": (classifier, classifier_config, ("train_loss",)),
@@ -85,6 +93,7 @@ TRAINERS = {
   "gan": (gan, gan_config, ("d_loss", "g_loss")),
   "video": (video, video_config, ("train_loss",)),
   "segmentation": (segmentation, segmentation_config, ("train_loss",)),
+  "detection": (detection, detection_config, ("train_loss",)),
 }
 
 

@@ -19,6 +19,7 @@ from experiments import (
   mnist1d_rnn,
   mnist_cnn,
   mnist_dcgan,
+  scenes_detection,
   scenes_segmentation,
 )
 from jaxvision import data, models, optim
@@ -107,6 +108,22 @@ def unet_config():
   return _sgd(config)
 
 
+def centernet_config():
+  """A 2-stage CenterNet with batch norm on 32x32 scenes (shifted with their boxes): the focal
+  and L1 losses are normalised by the objects of the global batch."""
+  if not all((mnist_dir() / f).is_file() for f in MNIST_FILES):
+    pytest.skip(f"offline MNIST IDX files not found in {mnist_dir()} (set JAXVISION_MNIST_DIR)")
+  config = _short(scenes_detection.get_config(), steps=4)
+  config.data.update(
+    data_dir=str(mnist_dir()), size=32, min_side=12, max_side=20, max_digits=3, batch_size=16
+  )
+  config.model = models.model_config(
+    "centernet", features=(4, 8), depth=1, head_features=4, norm="batch"
+  )
+  config.augment.max_shift = 2
+  return _sgd(config)
+
+
 def _params(workdir, keys):
   state, _ = restore_latest(str(workdir))
   return [np.asarray(x) for k in keys for x in jax.tree.leaves(state[k])]
@@ -147,6 +164,7 @@ CASES = {
   "lstm": (lstm_config, ["params"]),
   "dcgan_bn": (gan_config, ["g_params", "d_params", "g_batch_stats"]),
   "unet_bn": (unet_config, ["params", "batch_stats"]),
+  "centernet_bn": (centernet_config, ["params", "batch_stats"]),
 }
 
 
