@@ -138,6 +138,34 @@ def test_replicate_axes_include_folds_unless_told_otherwise(tmp_path):
   ]
 
 
+def test_keys_a_run_names_as_replicates_vary_within_one_point(tmp_path):
+  """A teacher run per fold (a campaign sweep's `replicates`) does not split the folds into
+  points; without the note each fold is its own point."""
+  runs = []
+  for fold in (0, 1, 2):
+    record = _record(0, 0.1, _final(0.9 + 0.01 * fold, 0.1), fold=fold)
+    record["config"]["distill"] = {"teacher": f"runs/teacher/data.fold={fold}"}
+    runs += report.load_runs([_write(tmp_path / str(fold), record)])[0]
+  assert len(report.group_runs(runs)) == 3
+  (group,) = report.group_runs([{**r, "replicates": ["distill.teacher"]} for r in runs])
+  assert len(group.runs) == 3
+  assert report.metric_cell(group, METRICS[0])[0] == "91.00 ± 1.00%"
+
+
+def test_an_analysis_record_is_labelled_by_the_experiment_it_analysed(tmp_path):
+  records = [
+    {**_record(0, 0.1, _final(0.9, 0.1)), "experiment": f"experiments/toy.py:{variant}"}
+    for variant in ("a", "b")
+  ]
+  records[1]["config"]["model"]["features"] = [16]  # a variant changes the config in its file
+  paths = [_write(tmp_path / str(i) / "calibration=512", r) for i, r in enumerate(records)]
+  runs = [report.load_runs([path])[0][0] for path in paths]
+  for run in runs:  # a tool's command names no --config
+    run["command"] = "python -m jaxvision.tools.compress --workdir=w"
+  labels = [g.label for g in report.group_runs(runs)]
+  assert labels == ["`experiments/toy.py:a`", "`experiments/toy.py:b`"]
+
+
 def test_runs_differing_only_in_bookkeeping_keys_are_one_point(tmp_path):
   """A checkpoint cadence, a check added later (absent in older runs) or the data folder do not
   change a run's numbers: they never split a point; a learning rate does."""

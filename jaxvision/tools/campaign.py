@@ -46,6 +46,8 @@ class Sweep:
     published: a published number for this experiment (shown beside ours), e.g. "94% (paper)".
     table: the name of the table its rows go in (sweeps may share one); default: its config
       file's own table.
+    replicates: config keys that vary with the replicate axes (seed, data.fold) and are part
+      of them, e.g. a teacher run per fold: the points that differ only in them are one row.
   """
 
   config: str
@@ -53,6 +55,7 @@ class Sweep:
   extra: tuple = ()
   published: str = ""
   table: str = ""
+  replicates: tuple = ()
 
   @property
   def name(self) -> str:
@@ -167,6 +170,7 @@ def plan(sweeps, root: str) -> list[dict]:
       plans.append(sweep_lib.plan(s.config, root, list(s.extra), axes=axes))
     except sweep_lib.SweepError as e:
       raise CampaignError(f"sweep {s.name}: {e}") from None
+    plans[-1]["replicates"] = list(s.replicates)  # an analysis of it shares its plan
     by_config.setdefault(s.name, plans[-1])
     by_config.setdefault(s.config, plans[-1])
   return [by_config[s.of] if p is None else p for s, p in zip(sweeps, plans, strict=True)]
@@ -243,6 +247,8 @@ def run(sweeps, plans, only=()) -> int:
 def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
   """The records an analysis has written for its sweep's current runs (each as a run of the
   report, its table keyed by the analysis), and a note on what is missing."""
+  from jaxvision.tools import report as report_lib
+
   records, missing = [], []
   for name, workdir in analysed_workdirs(p):
     for value in a.values:
@@ -252,9 +258,20 @@ def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
         missing.append(f"{name} {a.flag}={value}")
         continue
       with open(path, encoding="utf-8") as f:
-        records.append(
-          {**json.load(f), "workdir": directory, "config_file": a.key, "table": a.table}
-        )
+        record = json.load(f)
+      analysed = report_lib.load_results(workdir)
+      records.append(
+        {
+          **record,
+          "workdir": directory,
+          "config_file": a.key,
+          "table": a.table,
+          "replicates": p.get("replicates", []),
+          # labelled by the analysed run's experiment and overrides, not by the tool's command
+          "experiment": report_lib.experiment_of(analysed),
+          "overrides": analysed.get("overrides") or {},
+        }
+      )
   notes = []
   if missing:
     notes.append(f"{a.name}: {len(missing)} records missing or stale ({', '.join(missing)}).")
@@ -274,7 +291,12 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
       continue
     current = current_points(p)
     loaded = [
-      {**report_lib.load_results(pt["workdir"]), "workdir": pt["workdir"], "table": s.table}
+      {
+        **report_lib.load_results(pt["workdir"]),
+        "workdir": pt["workdir"],
+        "table": s.table,
+        "replicates": list(s.replicates),
+      }
       for pt in current
     ]
     runs += loaded

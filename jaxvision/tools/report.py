@@ -196,7 +196,10 @@ def replicate_values(run: dict, over) -> dict:
 
 
 def experiment_of(run: dict) -> str:
-  """`experiments/X.py[:ARG]` from the run's command, else its config file."""
+  """`experiments/X.py[:ARG]`: the run's `experiment` (an analysis record: its run's), else from
+  its command, else its config file."""
+  if run.get("experiment"):
+    return run["experiment"]
   try:
     for arg in shlex.split(run.get("command", "")):
       if arg.startswith("--config="):
@@ -225,7 +228,8 @@ def group_runs(runs, over=DEFAULT_OVER) -> list[Group]:
   replicate values, and labelled by what varies between the points of its experiment.
 
   Args:
-    runs: run records (`load_runs`).
+    runs: run records (`load_runs`); a record's `replicates` (e.g. set by a campaign) names
+      more keys that count as replicate axes for it, such as a teacher run per fold.
     over: the replicate axes (dotted config keys).
 
   Returns:
@@ -233,8 +237,9 @@ def group_runs(runs, over=DEFAULT_OVER) -> list[Group]:
   """
   groups: dict = {}
   for run in runs:
+    replicate = (*over, *run.get("replicates", ()))
     settings = {
-      k: v for k, v in run_settings(run).items() if k not in over and not is_bookkeeping(k)
+      k: v for k, v in run_settings(run).items() if k not in replicate and not is_bookkeeping(k)
     }
     config_file = run.get("config_file") or experiment_of(run).partition(":")[0]
     on = [(k, v) for k, v in settings.items() if not _off(v)]  # an option off = one absent
