@@ -70,6 +70,12 @@ NOTES = [
   "(sparse kernels as a bitmask and the non-zeros); latency is the float model's median per "
   "batch of 500 on this CPU. Targets (issue #24): 90% sparsity within 0.2 points of dense, "
   "int8 PTQ within 0.1 points, files >= 4x smaller (int8) and >= 8x (90% sparse + int8).",
+  "Multi-digit scenes (issue #22): 1-5 offline MNIST digits of 20-48 px on 96x96 canvases, "
+  "train scenes from t10k[:8000], 1,000 eval scenes from t10k[8000:]; 2 seeds each. Detection: "
+  "CenterNet (stride 4, focal + L1 losses, 3x3 peak decoding, no NMS) scored by pycocotools' "
+  "COCO AP (target AP@0.5 >= 0.92). Segmentation: U-Net, 11 classes (background + 10 digits; "
+  "a digit's pixels are those >= 64/255), mIoU with and without the background (target mIoU "
+  ">= 0.90). Target time per training: <= ~20 minutes on this 2-core CPU.",
   "Wall times come from a shared 2-core machine that also ran other work (load average up to "
   "~9 during some runs): compare them only roughly; benchmarks/RESULTS.md has quiet timings.",
 ]
@@ -113,7 +119,7 @@ def get_campaign():
     # each fold's CNN B; 5 folds each), then int8 PTQ of every fold of each and of the dense one.
     Sweep("experiments/mnist_cnn.py:idx", axes={"optimizer.sparsity": PRUNED}, table=trained),
     Sweep("experiments/mnist_cnn.py:idx", axes={"qat": [True]}, table=trained),
-    Sweep("experiments/mnist_cnn.py:idx_distill", table=trained),
+    Sweep("experiments/mnist_cnn.py:idx_distill", table=trained, replicates=("distill.teacher",)),
     compress("experiments/mnist_cnn.py:idx"),
     compress(f"experiments/mnist_cnn.py:idx --axis=optimizer.sparsity={_values(PRUNED)}"),
     compress("experiments/mnist_cnn.py:idx --axis=qat=True"),
@@ -122,6 +128,9 @@ def get_campaign():
     Sweep("experiments/mnist_cnn.py:idx_sharp", table="The GAN metrics' feature classifier"),
     Sweep("experiments/mnist_dcgan.py:idx_ablation", table=gan_ablation),
     Sweep("experiments/mnist_dcgan.py:idx_best", table="DCGAN on offline MNIST: the recipe"),
+    # Multi-digit scenes: detection and segmentation, 2 seeds each.
+    Sweep("experiments/scenes_detection.py", table="Multi-digit scenes: detection (CenterNet)"),
+    Sweep("experiments/scenes_segmentation.py", table="Multi-digit scenes: segmentation (U-Net)"),
     # Inpainting 512 held-out digits with each seed of the recipe, per mask.
     Analysis(
       "experiments/mnist_dcgan.py:idx_best",
