@@ -20,17 +20,12 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.models.layers import upsample
 from jaxvision.models.preset import Preset
 
 STRIDE = 4  # input pixels per output cell of every head
 NORMS = ("batch", "group", "none")
 HEATMAP_BIAS = -2.19  # log(0.1 / 0.9): CenterNet's prior of an object centre per cell
-
-
-def upsample(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
-  """Nearest-neighbour upsampling of x [B, H, W, C] to [B, H * factor, W * factor, C] (a
-  repeat, whose gradient is a cheap sum on every backend)."""
-  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
 class CenterNet(nn.Module):

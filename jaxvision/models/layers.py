@@ -138,3 +138,11 @@ def conv_transpose_subpixel(x: jnp.ndarray, kernel: jnp.ndarray, strides, paddin
   y = y.reshape(b, n_h, n_w, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
   y = y.reshape(b, n_h * sh, n_w * sw, cout)  # depth-to-space
   return y[:, :out_h, :out_w]
+
+
+def upsample(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
+  """Nearest-neighbour upsampling [B, H, W, C] -> [B, H * factor, W * factor, C], written as a
+  broadcast and a reshape (its gradient is a sum)."""
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, factor, w, factor, c))
+  return x.reshape(b, h * factor, w * factor, c)

@@ -17,16 +17,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.models.layers import max_pool
+from jaxvision.models.layers import max_pool, upsample
 from jaxvision.models.preset import Preset
-
-
-def upsample(x: jnp.ndarray) -> jnp.ndarray:
-  """Nearest-neighbour 2x upsampling [B, H, W, C] -> [B, 2H, 2W, C], as a broadcast (whose
-  gradient is a sum; `jnp.repeat`'s is a scatter, slow on XLA:CPU)."""
-  b, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
-  return x.reshape(b, 2 * h, 2 * w, c)
 
 
 class UNet(nn.Module):

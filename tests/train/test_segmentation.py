@@ -13,7 +13,7 @@ from experiments import scenes_segmentation
 from jaxvision import data, models, parallel
 from jaxvision.evaluators import common as evaluators
 from jaxvision.evaluators import segmentation as seg_eval
-from jaxvision.models import unet
+from jaxvision.models import layers, unet
 from jaxvision.tasks import segmentation
 from jaxvision.train import trainer
 
@@ -52,7 +52,7 @@ def test_unet_maps_images_to_per_pixel_logits_at_any_depth():
 
 def test_upsample_is_nearest_neighbour():
   x = jnp.arange(2 * 2 * 3, dtype=jnp.float32).reshape(1, 2, 2, 3)
-  np.testing.assert_array_equal(unet.upsample(x), jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+  np.testing.assert_array_equal(layers.upsample(x), jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
 
 
 def test_dice_loss_is_zero_when_right_and_near_one_when_wrong():
