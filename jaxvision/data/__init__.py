@@ -27,6 +27,7 @@ SOURCES = {
   "marked_sum": "jaxvision.data.marked_sum",
   "moving_mnist": "jaxvision.data.moving_mnist",
   "scenes": "jaxvision.data.scenes",
+  "speech": "jaxvision.data.speech",
 }
 LAYOUTS = ("image", "sequence")
 COMMON = dict(

@@ -20,6 +20,7 @@ TYPES = {
   "detection": "jaxvision.evaluators.detection",
   "gan": "jaxvision.evaluators.gan",
   "segmentation": "jaxvision.evaluators.segmentation",
+  "speech": "jaxvision.evaluators.speech",
   "video_prediction": "jaxvision.evaluators.video",
 }
 

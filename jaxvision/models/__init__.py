@@ -27,6 +27,7 @@ FAMILIES = (
   "jaxvision.models.video",
   "jaxvision.models.unet",
   "jaxvision.models.centernet",
+  "jaxvision.models.speech",
 )
 # Attributes that come from the data or the device strategy, never from the config.
 DATA_ATTRS = ("num_classes", "output_shape", "axis_name", "parent", "name")

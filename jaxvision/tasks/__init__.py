@@ -8,6 +8,7 @@ from jaxvision.config_dict import ConfigError
 
 TASKS = {
   "classifier": "jaxvision.tasks.classification",
+  "ctc": "jaxvision.tasks.ctc",
   "detection": "jaxvision.tasks.detection",
   "gan": "jaxvision.tasks.gan",
   "segmentation": "jaxvision.tasks.segmentation",

@@ -17,12 +17,13 @@ import pytest
 
 from experiments import digits_cnn, mnist1d_rnn, mnist_dcgan
 from jaxvision import data, models
-from jaxvision.data import pipeline
+from jaxvision.data import espeak, pipeline
 from jaxvision.tasks import classification as classifier
-from jaxvision.tasks import detection, gan, segmentation, video
+from jaxvision.tasks import ctc, detection, gan, segmentation, video
 from jaxvision.train import loop, trainer
 from jaxvision.workdir import restore_latest
 from tests.conftest import MNIST_FILES, mnist_dir
+from tests.train.test_ctc import tiny_config as speech_tiny_config
 from tests.train.test_detection import tiny_config as detection_tiny_config
 from tests.train.test_segmentation import tiny_config as segmentation_tiny_config
 from tests.train.test_video_training import tiny_config
@@ -70,6 +71,13 @@ def video_config():
   return config
 
 
+def ctc_config():
+  """The CTC speech recogniser, tiny, on 16 utterances synthesised by eSpeak NG (cached)."""
+  if espeak.missing():
+    pytest.skip(espeak.missing())
+  return _short(speech_tiny_config())
+
+
 def segmentation_config():
   """The U-Net, tiny (3 levels of 8-32 channels), on 48x48 scenes of the offline MNIST digits."""
   if not all((mnist_dir() / f).is_file() for f in MNIST_FILES):
@@ -94,6 +102,7 @@ TRAINERS = {
   "video": (video, video_config, ("train_loss",)),
   "segmentation": (segmentation, segmentation_config, ("train_loss",)),
   "detection": (detection, detection_config, ("train_loss",)),
+  "ctc": (ctc, ctc_config, ("train_loss",)),
 }
 
 
