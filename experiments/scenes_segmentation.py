@@ -6,9 +6,12 @@
 Offline: scenes are generated on the fly from the MNIST IDX files in $JAXVISION_MNIST_DIR (else
 ../shared/data/mnist): 1-5 digits of 20-48 px on 96x96 canvases, train scenes from digit images
 t10k[:8000], eval scenes (1,000) from t10k[8000:] (`jaxvision.data.scenes`). Every pixel of a
-digit at least 64/255 bright is that digit's class; the rest is background. The U-Net (4 levels,
-16-128 channels, batch norm) is trained with per-pixel cross-entropy + 0.5 x soft Dice, and
-scenes shifted by up to 8 pixels with their class maps. Evaluation reports mIoU over the 11
+digit at least 64/255 bright is that digit's class; the rest is background. The U-Net (5 levels,
+8-128 channels, batch norm) is trained with per-pixel cross-entropy + 2 x soft Dice (the Dice
+term weighs each class alike; with cross-entropy alone the background's 90% of the pixels
+dominate: 400-step pilots reached mIoU 0.26 with 0.5 x Dice at a learning rate of 2e-3, 0.41
+with 2 x Dice at 4e-3, 0.35 at 8e-3), on scenes shifted by up to 8 pixels with their class
+maps, batch 16, 4,000 steps of AdamW. Evaluation reports mIoU over the 11
 classes, over the 10 digits alone (mIoU w/o bg), per-class IoU and the pixel accuracy, and writes
 image | truth | prediction to `<workdir>/samples/step_N.png`.
 
@@ -34,21 +37,21 @@ def get_config(variant: str = "still") -> ml_collections.ConfigDict:
   for key in ("label_smoothing", "qat", "distill"):
     del config[key]
   config.augment = ml_collections.ConfigDict(dict(max_shift=8))
-  config.dice_weight = 0.5
+  config.dice_weight = 2.0
   config.seed = 0
-  config.data = data.data_config("scenes", batch_size=32, eval_batch_size=200, num_eval=1000)
+  config.data = data.data_config("scenes", batch_size=16, eval_batch_size=200, num_eval=1000)
   config.model = models.model_config("unet")
-  config.optimizer = optim.optimizer_config(name="adamw", learning_rate=2e-3, weight_decay=1e-4)
+  config.optimizer = optim.optimizer_config(name="adamw", learning_rate=4e-3, weight_decay=1e-4)
   config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=200, end_factor=0.01)
   config.evaluators = ml_collections.ConfigDict(
     {"eval": dict(type="segmentation", pred="predict", batch_size=0, png_scenes=6, png_scale=2)}
   )
-  config.num_train_steps = 3000
+  config.num_train_steps = 4000
   config.log_every_steps = 100
   config.eval_every_steps = 1000
   config.checkpoint.every_steps = 500
   if variant == "video":
-    config.data.update(frames=8, batch_size=8, eval_batch_size=40, num_eval=200)
+    config.data.update(frames=8, batch_size=2, eval_batch_size=40, num_eval=200)
   return config
 
 
