@@ -152,6 +152,18 @@ def test_keys_a_run_names_as_replicates_vary_within_one_point(tmp_path):
   assert report.metric_cell(group, METRICS[0])[0] == "91.00 ± 1.00%"
 
 
+def test_a_placeholder_left_at_its_default_is_not_a_setting_turned_off(tmp_path):
+  """A model attribute at None takes the module's default (batch norm on): False is another
+  point; a key an older run lacks still groups with False where no run has it at None."""
+  records = [_record(0, 0.1, _final(0.9, 0.1)) for _ in range(4)]
+  records[0]["config"]["model"]["batch_norm"] = None
+  records[1]["config"]["model"]["batch_norm"] = False
+  records[2]["config"]["qat"] = False  # records[3] predates the key
+  runs = [report.load_runs([_write(tmp_path / str(i), r)])[0][0] for i, r in enumerate(records)]
+  assert len(report.group_runs(runs[:2])) == 2
+  assert len(report.group_runs(runs[2:])) == 1
+
+
 def test_an_analysis_record_is_labelled_by_the_experiment_it_analysed(tmp_path):
   records = [
     {**_record(0, 0.1, _final(0.9, 0.1)), "experiment": f"experiments/toy.py:{variant}"}

@@ -236,29 +236,35 @@ def group_runs(runs, over=DEFAULT_OVER) -> list[Group]:
     The groups.
   """
   groups: dict = {}
-  for run in runs:
+  every = [run_settings(run) for run in runs]
+  # Keys some run leaves at None (a model attribute's placeholder: the module's default, which
+  # may be True): there False is a setting of its own, not "off".
+  placeholders = frozenset(k for settings in every for k, v in settings.items() if v is None)
+  for run, all_settings in zip(runs, every, strict=True):
     replicate = (*over, *run.get("replicates", ()))
     settings = {
-      k: v for k, v in run_settings(run).items() if k not in replicate and not is_bookkeeping(k)
+      k: v for k, v in all_settings.items() if k not in replicate and not is_bookkeeping(k)
     }
     config_file = run.get("config_file") or experiment_of(run).partition(":")[0]
-    on = [(k, v) for k, v in settings.items() if not _off(v)]  # an option off = one absent
+    on = [(k, v) for k, v in settings.items() if not _off(v, k in placeholders)]
     key = (config_file, tuple(sorted(on, key=lambda kv: kv[0])))
     group = groups.setdefault(key, Group(config_file, settings, []))
     group.runs.append(run)
   out = list(groups.values())
   for group in out:
     group.runs.sort(key=lambda r: tuple(str(v) for v in replicate_values(r, over).values()))
-  for config_file in dict.fromkeys(g.config_file for g in out):
-    _label([g for g in out if g.config_file == config_file])
+  # Labelled among the points of one experiment file in one table (a campaign may give the
+  # sweeps of one file tables of their own).
+  for where in dict.fromkeys((g.config_file, g.runs[0].get("table")) for g in out):
+    _label([g for g in out if (g.config_file, g.runs[0].get("table")) == where])
   return out
 
 
-def _off(value) -> bool:
+def _off(value, placeholder: bool = False) -> bool:
   """An option that is off (None, 0, False, "", empty): the same as a key an older run's config
   lacks, as `workdir.config_changes` has it, so runs from before an option existed group with
-  runs that leave it off."""
-  return not value
+  runs that leave it off. For a `placeholder` key (None: the default) only None is."""
+  return value is None if placeholder else not value
 
 
 def _label(groups: list[Group]) -> None:
@@ -271,7 +277,10 @@ def _label(groups: list[Group]) -> None:
       group.label = next(iter(name))
     return
   keys = sorted({k for g in groups for k in g.settings})
-  value = lambda g, k: None if _off(g.settings.get(k)) else _hashable(g.settings.get(k))
+  placeholders = {k for g in groups for k, v in g.settings.items() if v is None}
+  value = lambda g, k: (
+    None if _off(g.settings.get(k), k in placeholders) else _hashable(g.settings.get(k))
+  )
   varied = [k for k in keys if len({value(g, k) for g in groups}) > 1]
   experiments = [experiment_of(g.runs[0]) for g in groups]
   if len(set(experiments)) > 1:
