@@ -120,6 +120,7 @@ def get_campaign():
     Sweep("experiments/mnist_cnn.py:idx", axes={"optimizer.sparsity": PRUNED}, table=trained),
     Sweep("experiments/mnist_cnn.py:idx", axes={"qat": [True]}, table=trained),
     Sweep("experiments/mnist_cnn.py:idx_distill", table=trained, replicates=("distill.teacher",)),
+    Sweep("experiments/mnist_cnn.py:idx_half", table=trained),  # distillation's baseline
     compress("experiments/mnist_cnn.py:idx"),
     compress(f"experiments/mnist_cnn.py:idx --axis=optimizer.sparsity={_values(PRUNED)}"),
     compress("experiments/mnist_cnn.py:idx --axis=qat=True"),

@@ -23,12 +23,17 @@ CNN_B_FOLD = "runs/mnist_cnn_idx/data.fold={fold},model.name=cnn_b"  # the disti
 
 
 def get_config(source: str = "tfds"):
-  if source == "idx_distill":
-    # A half-width CNN A (Conv16-Conv32-Conv32-Dense32, a quarter of the weights) trained on the
-    # soft targets of the same fold's CNN B (its sweep sets the teacher per fold).
+  if source == "idx_half":
+    # A half-width CNN A (Conv16-Conv32-Conv32-Dense32, a quarter of the weights) on the labels
+    # alone: what distillation (`:idx_distill`) is measured against.
     config = get_config("idx")
     config.model.features = (16, 32, 32)
     config.model.dense = (32,)
+    return config
+  if source == "idx_distill":
+    # The half-width CNN A trained on the soft targets of the same fold's CNN B (its sweep sets
+    # the teacher per fold).
+    config = get_config("idx_half")
     config.distill.teacher = CNN_B_FOLD.format(fold=config.data.fold)
     config.distill.temperature = 4.0
     config.distill.alpha = 0.1
@@ -41,7 +46,9 @@ def get_config(source: str = "tfds"):
     config.label_smoothing = 0.0
     return config
   if source not in NUM_TRAIN:
-    raise ValueError(f"mnist_cnn takes 'tfds', 'idx', 'idx_sharp' or 'idx_distill', got {source!r}")
+    raise ValueError(
+      f"mnist_cnn takes 'tfds', 'idx', 'idx_sharp', 'idx_half' or 'idx_distill', got {source!r}"
+    )
   config = config_lib.base_config()
   config.seed = 0
   if source == "idx":
@@ -66,8 +73,9 @@ def get_config(source: str = "tfds"):
 def get_sweep(source: str = "tfds"):
   """`:idx`: the 5 folds of the offline split (runs/mnist_cnn_idx/data.fold=K); TFDS: 3 seeds;
   `:idx_sharp`: one run (runs/mnist_cnn_idx_sharp/default); `:idx_distill`: the 5 folds, each
-  distilled from that fold's CNN B. CNN B's folds: `python -m
-  jaxvision.tools.sweep --config=experiments/mnist_cnn.py:idx --axis=model.name=cnn_b`."""
+  distilled from that fold's CNN B; `:idx_half`: the same half-width model's 5 folds on the
+  labels. CNN B's folds: `python -m jaxvision.tools.sweep
+  --config=experiments/mnist_cnn.py:idx --axis=model.name=cnn_b`."""
   if source == "idx_sharp":
     return [{}]
   if source == "idx_distill":  # each fold learns from its own fold's teacher
@@ -75,6 +83,6 @@ def get_sweep(source: str = "tfds"):
       {"_name": f"data.fold={k}", "data.fold": k, "distill.teacher": CNN_B_FOLD.format(fold=k)}
       for k in range(5)
     ]
-  if source == "idx":
+  if source in ("idx", "idx_half"):
     return sweep.product(**{"data.fold": range(5)})
   return sweep.product(seed=range(3))
