@@ -76,6 +76,11 @@ NOTES = [
   "COCO AP (target AP@0.5 >= 0.92). Segmentation: U-Net, 11 classes (background + 10 digits; "
   "a digit's pixels are those >= 64/255), mIoU with and without the background (target mIoU "
   ">= 0.90). Target time per training: <= ~20 minutes on this 2-core CPU.",
+  "Speech (issue #23): utterances of 1-7 digits synthesised by eSpeak NG with random voice, "
+  "accent, rate, pitch, gain and noise (10-30 dB SNR); eval: 2,800 utterances of 25 held-out "
+  "voice variants in the 7 training accents, and 1,400 of them in the held-out accent "
+  "(en-gb-scotland, the eval_accent_ columns); greedy CTC decoding. Targets: held-out voices "
+  "WER <= 2% and single-digit accuracy >= 99%, <= ~20 minutes per training.",
   "Wall times come from a shared 2-core machine that also ran other work (load average up to "
   "~9 during some runs): compare them only roughly; benchmarks/RESULTS.md has quiet timings.",
 ]
@@ -132,6 +137,8 @@ def get_campaign():
     # Multi-digit scenes: detection and segmentation, 2 seeds each.
     Sweep("experiments/scenes_detection.py", table="Multi-digit scenes: detection (CenterNet)"),
     Sweep("experiments/scenes_segmentation.py", table="Multi-digit scenes: segmentation (U-Net)"),
+    # Speech: spoken digit strings, held-out voices and accent, 2 seeds.
+    Sweep("experiments/speech_ctc.py", table="Speech recognition: synthesised digit strings"),
     # Inpainting 512 held-out digits with each seed of the recipe, per mask.
     Analysis(
       "experiments/mnist_dcgan.py:idx_best",
