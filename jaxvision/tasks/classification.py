@@ -36,7 +36,8 @@ def create_train_state(model, tx, example_inputs, key) -> TrainState:
   )
 
 
-def _variables(state: TrainState, params) -> dict:
+def model_variables(state: TrainState, params) -> dict:
+  """The variables `apply_fn` takes: `params`, with the batch statistics when the model has any."""
   if state.batch_stats:
     return {"params": params, "batch_stats": state.batch_stats}
   return {"params": params}
@@ -50,14 +51,14 @@ def model_kwargs(batch: dict) -> dict:
 def predict(state: TrainState, batch: dict) -> jax.Array:
   """Logits [B, K] of a batch's inputs [B, ...] in inference mode (the evaluators' "predict")."""
   return state.apply_fn(
-    _variables(state, state.params), batch["inputs"], **model_kwargs(batch), train=False
+    model_variables(state, state.params), batch["inputs"], **model_kwargs(batch), train=False
   )
 
 
 def features(state: TrainState, batch: dict) -> tuple[jax.Array, jax.Array]:
   """(logits [B, K], the output layer's inputs [B, D]) in inference mode (GAN metrics' space)."""
   return state.apply_fn(
-    _variables(state, state.params),
+    model_variables(state, state.params),
     batch["inputs"],
     **model_kwargs(batch),
     train=False,
@@ -123,7 +124,7 @@ def train_step(
 
   def loss_fn(params):
     out = state.apply_fn(
-      _variables(state, params),
+      model_variables(state, params),
       inputs,
       **model_kwargs(batch),
       train=True,

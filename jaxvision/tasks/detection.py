@@ -31,27 +31,11 @@ from jaxvision.config_dict import ConfigError
 from jaxvision.data import augment
 from jaxvision.models import centernet
 from jaxvision.tasks import base
+from jaxvision.tasks.classification import create_train_state, model_variables
 from jaxvision.train.common import TrainState, num_params
 
 SOURCES = ("scenes",)  # data sources with boxes and labels
 FRAME_FIELDS = ("inputs", "targets", "boxes")  # a clip's fields with a frame axis
-
-
-def create_train_state(model, tx, example_inputs, key) -> TrainState:
-  """Initialises params (and batch stats) from one example batch [1, S, S, C]."""
-  variables = model.init({"params": key}, example_inputs, train=False)
-  return TrainState.create(
-    apply_fn=model.apply,
-    params=variables["params"],
-    tx=tx,
-    batch_stats=variables.get("batch_stats", {}),
-  )
-
-
-def _variables(state: TrainState, params) -> dict:
-  if state.batch_stats:
-    return {"params": params, "batch_stats": state.batch_stats}
-  return {"params": params}
 
 
 def fold_frames(batch: dict) -> dict:
@@ -232,7 +216,7 @@ def train_step(
   mutable = ["batch_stats"] if state.batch_stats else False
 
   def loss_fn(params):
-    out = state.apply_fn(_variables(state, params), images, train=True, mutable=mutable)
+    out = state.apply_fn(model_variables(state, params), images, train=True, mutable=mutable)
     outputs, updates = out if mutable else (out, {})
     losses = detection_losses(
       outputs,
@@ -269,7 +253,7 @@ def _per_frame(fn, inputs: jax.Array):
 def predict(state: TrainState, batch: dict) -> dict:
   """The heads' raw outputs {"heatmap": logits, "size", "offset"} [B, (T,) h, w, .] of a batch's
   inputs in inference mode (the evaluators' "predict")."""
-  apply = lambda images: state.apply_fn(_variables(state, state.params), images, train=False)
+  apply = lambda images: state.apply_fn(model_variables(state, state.params), images, train=False)
   return _per_frame(apply, batch["inputs"])
 
 
@@ -317,7 +301,7 @@ def detect(state: TrainState, batch: dict, *, top_k: int) -> dict:
   (or clips, per frame) in inference mode (the evaluators' "detect")."""
 
   def run(images):
-    out = state.apply_fn(_variables(state, state.params), images, train=False)
+    out = state.apply_fn(model_variables(state, state.params), images, train=False)
     return decode(jax.nn.sigmoid(out["heatmap"]), out["size"], out["offset"], top_k)
 
   return _per_frame(run, batch["inputs"])

@@ -22,7 +22,7 @@ from jaxvision import models, optim, parallel
 from jaxvision.config_dict import ConfigError
 from jaxvision.data import augment
 from jaxvision.tasks import base
-from jaxvision.tasks.classification import _variables, create_train_state
+from jaxvision.tasks.classification import create_train_state, model_variables
 from jaxvision.train.common import TrainState, num_params
 
 
@@ -34,7 +34,7 @@ def _frames(x: jax.Array, spatial: int) -> jax.Array:
 def predict(state: TrainState, batch: dict) -> jax.Array:
   """Per-pixel logits [B, (T,) H, W, K] of a batch's images (or clips) in inference mode."""
   inputs = batch["inputs"]
-  logits = state.apply_fn(_variables(state, state.params), _frames(inputs, 3), train=False)
+  logits = state.apply_fn(model_variables(state, state.params), _frames(inputs, 3), train=False)
   return logits.reshape(*inputs.shape[:-1], logits.shape[-1])
 
 
@@ -85,7 +85,7 @@ def train_step(
 
   def loss_fn(params):
     out = state.apply_fn(
-      _variables(state, params),
+      model_variables(state, params),
       inputs,
       train=True,
       rngs={"dropout": dropout_key},
