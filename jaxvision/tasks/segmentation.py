@@ -4,8 +4,8 @@ A batch is {"inputs": images [B, H, W, C], "targets": class maps [B, H, W] int32
 background; `jaxvision.data.scenes` gives 1 + digit for the 10 digits, so 11 classes: the data
 set's `num_classes` + 1); clips [B, T, H, W, C] with maps [B, T, H, W] are segmented frame by
 frame. The loss is the per-pixel cross-entropy averaged over pixels, plus `dice_weight` times the
-soft Dice loss (1 - the mean over classes of each scene's soft Dice coefficient, averaged over
-scenes, so that it is a per-example mean like the cross-entropy and the same under every
+soft Dice loss (1 - the mean over the classes present in a scene of its soft Dice coefficient,
+averaged over scenes: a per-example mean like the cross-entropy, the same under every
 strategy). Augmentation shifts each scene and its class map together (`augment.shift_scene`).
 
 Config keys read beyond the shared ones: `model` (a registry segmenter, e.g. "unet"),
@@ -40,13 +40,19 @@ def predict(state: TrainState, batch: dict) -> jax.Array:
 
 def dice_loss(logits: jax.Array, onehot: jax.Array) -> jax.Array:
   """1 - soft Dice per example [B] of logits [B, H, W, K] against one-hot class maps
-  [B, H, W, K]: the mean over the K classes of 2 |P Y| / (|P| + |Y|), P the softmax, Y the
-  targets (a class absent from both counts as agreement)."""
+  [B, H, W, K]: the mean over the classes present in the example's targets of
+  2 |P Y| / (|P| + |Y|), P the softmax, Y the targets.
+
+  Classes absent from an example are left to the cross-entropy: a Dice term for them only
+  pushes their probability down everywhere, and with a digit in at most 5 of a scene's 11
+  classes that pressure silenced whole digit classes for good in a 4,000-step run (their IoU 0,
+  the others' 0.8-0.9)."""
   probs = jax.nn.softmax(logits)
-  both = jnp.sum(probs * onehot, axis=(1, 2))  # [B, K]
-  total = jnp.sum(probs, axis=(1, 2)) + jnp.sum(onehot, axis=(1, 2))
-  dice = (2.0 * both + 1.0) / (total + 1.0)
-  return 1.0 - dice.mean(-1)
+  sizes = jnp.sum(onehot, axis=(1, 2))  # [B, K]
+  both = jnp.sum(probs * onehot, axis=(1, 2))
+  dice = (2.0 * both + 1.0) / (jnp.sum(probs, axis=(1, 2)) + sizes + 1.0)
+  present = (sizes > 0).astype(dice.dtype)
+  return 1.0 - jnp.sum(dice * present, -1) / jnp.maximum(jnp.sum(present, -1), 1.0)
 
 
 def train_step(

@@ -57,10 +57,16 @@ def test_upsample_is_nearest_neighbour():
 
 def test_dice_loss_is_zero_when_right_and_near_one_when_wrong():
   targets = jnp.array([[[0, 1], [2, 2]]])  # [1, 2, 2]
-  onehot = jax.nn.one_hot(targets, 3)
+  onehot = jax.nn.one_hot(targets, 4)  # class 3 is absent
   assert float(segmentation.dice_loss(50.0 * onehot, onehot)[0]) < 1e-3
-  wrong = jax.nn.one_hot((targets + 1) % 3, 3)
+  wrong = jax.nn.one_hot((targets + 1) % 3, 4)
   assert float(segmentation.dice_loss(50.0 * wrong, onehot)[0]) > 0.6
+  # An absent class is the cross-entropy's business: predicting it costs Dice only through
+  # the present classes it takes pixels from.
+  absent = jax.nn.one_hot(jnp.full_like(targets, 3), 4)
+  # present classes of 1, 1 and 2 pixels, none predicted: Dice (0 + 1) / (size + 1) each
+  expected = 1.0 - (1 / 2 + 1 / 2 + 1 / 3) / 3
+  np.testing.assert_allclose(segmentation.dice_loss(50.0 * absent, onehot), [expected], 1e-3)
 
 
 def test_iou_from_a_hand_built_confusion_matrix():
