@@ -168,6 +168,12 @@ CASES = {
 }
 
 
+# Absolute slack per tensor beyond 1e-3 of its norm: the U-Net's batch-norm offsets after 4 SGD
+# steps have norms ~2e-3, and another reduction order moves them by ~3e-6 (a missing
+# cross-device mean moves every tensor by O(1e-1) of its norm).
+ATOL = {"unet_bn": 1e-5}
+
+
 def _case_config(case):
   config = CASES[case][0]()
   config.evaluators = ml_collections.ConfigDict()  # parameters are compared: no evaluations
@@ -201,7 +207,7 @@ def test_one_device_jit_and_pmap_agree(case, straight):
   keys = CASES[case][1]
   one, *eight = [_params(straight(case, topology), keys) for topology in TOPOLOGIES]
   for other in eight:
-    _assert_close(one, other)
+    _assert_close(one, other, atol=ATOL.get(case, 1e-9))
 
 
 @pytest.mark.slow
