@@ -6,7 +6,10 @@ covers samples [t * hop, t * hop + window)), takes the power spectrum and maps i
 triangular mel bands (HTK mel scale, 20 Hz to 7.6 kHz), then the log. `normalize` makes each
 band zero-mean and unit-variance over an utterance (per-utterance CMVN), which removes the
 recording's gain and channel. `spec_augment` (Park et al. 2019) zeroes random bands and random
-stretches of frames of each utterance: zero is the normalised features' mean.
+stretches of frames of each utterance: zero is the normalised features' mean. It can also
+stretch each utterance's mel axis by a random factor (`vtlp`): vocal tract length perturbation
+(Jaitly & Hinton 2013), here on the mel bands rather than on the linear spectrum, which makes
+voices of other formant scales from the training voices.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ SPEC_AUGMENT_DEFAULTS = dict(
   freq_width=0,  # ... each of 0..this many adjacent bands
   time_masks=0,  # stretches of frames masked per utterance: this many ...
   time_width=0,  # ... each of 0..this many frames, inside the utterance's real frames
+  vtlp=0.0,  # mel axis stretched by a factor uniform in [1 - vtlp, 1 + vtlp] (0: none)
 )
 
 
 def spec_augment_config(**overrides) -> ml_collections.ConfigDict:
-  """`config.spec_augment`: SpecAugment's masks (all 0: off)."""
+  """`config.spec_augment`: SpecAugment's masks and the mel-axis warp (all 0: off)."""
   return block(SPEC_AUGMENT_DEFAULTS, **overrides)
 
 
@@ -125,25 +129,33 @@ def spec_augment(
   freq_width: int = 0,
   time_masks: int = 0,
   time_width: int = 0,
+  vtlp: float = 0.0,
   axis_name: str | None = None,
 ) -> jnp.ndarray:
   """Zeroes `freq_masks` random bands of width 0..`freq_width` and `time_masks` random stretches
-  of 0..`time_width` frames (each inside the utterance's real frames) of every utterance.
+  of 0..`time_width` frames (each inside the utterance's real frames) of every utterance, after
+  stretching its mel axis by a factor uniform in [1 - `vtlp`, 1 + `vtlp`] (`warp_bands`).
 
   Args:
     key: PRNG key.
     x: features [B, T, F] (padding beyond `lengths` stays as it is).
     lengths: real frames [B].
     freq_masks, freq_width, time_masks, time_width: the masks (0 masks or widths: none).
+    vtlp: the largest relative stretch of the mel axis (0: none).
     axis_name: under pmap, the device axis: masks are drawn for the global batch and this
       device's rows taken, so each utterance is masked alike under every strategy.
 
   Returns:
-    Array of x's shape and dtype; `x` itself when no mask is asked for.
+    Array of x's shape and dtype; `x` itself when no mask or warp is asked for.
   """
+  global_batch = parallel.global_batch_size(x.shape[0], axis_name)
+  if vtlp:  # its own key: the masks' draws are those of a run without the warp
+    factors = jax.random.uniform(
+      jax.random.fold_in(key, 2), (global_batch,), minval=1.0 - vtlp, maxval=1.0 + vtlp
+    )
+    x = warp_bands(x, parallel.local_rows(factors, axis_name))
   if not (freq_masks and freq_width) and not (time_masks and time_width):
     return x
-  global_batch = parallel.global_batch_size(x.shape[0], axis_name)
   freq_key, time_key = jax.random.split(key)
   frames, bands = jnp.arange(x.shape[1]), jnp.arange(x.shape[2])
   masked = jnp.zeros(x.shape, bool)
@@ -166,3 +178,25 @@ def spec_augment(
     masked = masked | (hit[:, None, :] if size is not None else hit[:, :, None])
   real = frames[None, :, None] < lengths[:, None, None]  # [B, T, 1]: never into the padding
   return jnp.where(masked & real, jnp.zeros((), x.dtype), x)
+
+
+def warp_bands(x: jnp.ndarray, factors: jnp.ndarray) -> jnp.ndarray:
+  """Stretches the band axis of each utterance: band b of row i reads x[i, :, b * factors[i]]
+  (linear interpolation between bands; positions past the top band read the top band).
+
+  Args:
+    x: features [B, T, F].
+    factors: [B] stretch factors (1: unchanged; > 1 moves the spectrum's content down, as a
+      longer vocal tract does).
+
+  Returns:
+    Array of x's shape and dtype.
+  """
+  top = x.shape[2] - 1
+  where = jnp.clip(jnp.arange(x.shape[2])[None, :] * factors[:, None], 0.0, top)  # [B, F]
+  below = jnp.floor(where).astype(jnp.int32)
+  above = jnp.minimum(below + 1, top)
+  frac = (where - below)[:, None, :].astype(x.dtype)
+  low = jnp.take_along_axis(x, below[:, None, :], axis=2)
+  high = jnp.take_along_axis(x, above[:, None, :], axis=2)
+  return low + frac * (high - low)

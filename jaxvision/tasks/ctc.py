@@ -5,12 +5,12 @@ A batch is {"inputs": frames [B, T, F] (zero past each utterance's end), "length
 (`jaxvision.models.speech`) maps it to per-frame logits [B, T', K] over the CTC blank (class 0)
 and the words (word w is class w + 1, so K = data.num_classes + 1) with their paddings [B, T']
 (the front end's time downsampling included), and the loss is `optax.ctc_loss` per utterance,
-averaged over the batch. SpecAugment (`jaxvision.data.audio.spec_augment`) masks the train
-inputs on device, drawn for the global batch from this step's key.
+averaged over the batch. SpecAugment (`jaxvision.data.audio.spec_augment`) masks (and optionally
+warps) the train inputs on device, drawn for the global batch from this step's key.
 
 Config keys read beyond the shared ones: `model` (a `SpeechRecognizer` preset, e.g.
 "speech_bilstm"), `optimizer`, `schedule`, `spec_augment` (freq_masks, freq_width, time_masks,
-time_width; zeros: off), `data` (source "speech"), `evaluators` (type "speech").
+time_width, vtlp; zeros: off), `data` (source "speech"), `evaluators` (type "speech").
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def train_step(
     batch: the global batch (under pmap: this device's rows of it).
     key: the run's base PRNG key; this step's keys derive from it by `fold_in(key, step)`.
     learning_rate_fn: the schedule, logged as `learning_rate`.
-    spec_augment: `audio.spec_augment`'s masks (None or zeros: none), drawn for the global batch.
+    spec_augment: `audio.spec_augment`'s masks and warp (None or zeros: none), drawn for the
+      global batch.
     axis_name: the device axis under pmap (gradients and metrics are averaged over it; every
       device holds as many utterances, so that is the global mean); None under jit.
 
@@ -114,7 +115,10 @@ def validate(config, strategy) -> None:
       f"got {config.data.source!r}"
     )
   for key, value in config.spec_augment.items():
-    if not isinstance(value, int) or value < 0:
+    if key == "vtlp":
+      if not isinstance(value, (int, float)) or not 0.0 <= value < 0.5:
+        raise ConfigError(f"config.spec_augment.vtlp={value!r} must be a number in [0, 0.5)")
+    elif not isinstance(value, int) or value < 0:
       raise ConfigError(f"config.spec_augment.{key}={value!r} must be an integer >= 0")
 
 

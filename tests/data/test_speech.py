@@ -131,6 +131,26 @@ def test_spec_augment_masks_bands_and_real_frames_only_and_alike_under_pmap():
     np.testing.assert_array_equal(np.asarray(mapped).reshape(out.shape), out)
 
 
+def test_vtlp_stretches_each_utterances_bands_and_keeps_the_masks_draws():
+  bands = 8
+  x = jnp.broadcast_to(jnp.arange(bands, dtype=jnp.float32), (3, 5, bands))  # value = band
+  out = np.asarray(audio.warp_bands(x, jnp.array([1.0, 0.5, 1.5])))
+  np.testing.assert_allclose(out[0], x[0])  # factor 1: unchanged
+  np.testing.assert_allclose(out[1, 0], 0.5 * np.arange(bands))  # band b reads band b / 2
+  np.testing.assert_allclose(out[2, 0], np.minimum(1.5 * np.arange(bands), bands - 1))  # clipped
+  lengths = jnp.array([5, 4, 2], jnp.int32)
+  key = jax.random.key(3)
+  warped = np.asarray(audio.spec_augment(key, x, lengths, vtlp=0.2))
+  factors = warped[:, 0, 1]  # band 1 reads band 1 * factor
+  assert ((factors >= 0.8) & (factors <= 1.2)).all() and len(set(factors.tolist())) == 3
+  np.testing.assert_allclose(warped, np.asarray(audio.warp_bands(x, jnp.asarray(factors))), 1e-6)
+  # The masks land where they land without the warp: zeros of one run are zeros of the other.
+  masks = dict(freq_masks=2, freq_width=3, time_masks=1, time_width=2)
+  plain = np.asarray(audio.spec_augment(key, x + 1.0, lengths, **masks))
+  both = np.asarray(audio.spec_augment(key, x + 1.0, lengths, vtlp=0.2, **masks))
+  np.testing.assert_array_equal(plain == 0, both == 0)
+
+
 @needs_espeak
 def test_synthesis_is_a_pure_function_of_its_arguments():
   voices = ["en-us+f3", "en+whisper"] + [f"en+{v}" for v in ("caleb",) if v in espeak.variants()]

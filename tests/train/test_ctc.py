@@ -233,6 +233,10 @@ def test_config_errors_name_the_key():
   config.spec_augment.time_width = -1
   with pytest.raises(ConfigError, match="config.spec_augment.time_width=-1"):
     ctc.validate(config, None)
+  config = tiny_config()
+  config.spec_augment.vtlp = 0.7
+  with pytest.raises(ConfigError, match=r"spec_augment.vtlp=0.7 must be a number in \[0, 0.5\)"):
+    ctc.validate(config, None)
   config = speech_ctc.get_config()
   ctc.validate(config, None)
   assert speech_ctc.get_sweep() == [{"seed": 0}, {"seed": 1}]
