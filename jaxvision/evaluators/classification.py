@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import optax
 
-from jaxvision import data as data_lib
 from jaxvision import parallel
-from jaxvision.evaluators.common import MetricSpec
+from jaxvision.evaluators.common import MetricSpec, summed_over_split
 
 
 def eval_step(state, batch, *, predict_fn, axis_name=None) -> dict:
@@ -47,12 +45,7 @@ class Evaluator:
 
   def run(self, state, step: int) -> dict:
     del step
-    totals = None
-    rows = parallel.host_rows(self._batch_size)  # this process reads its share only
-    for batch in data_lib.eval_batches(self._source, self._batch_size, rows):
-      sums = self._step(state, self._strategy.place_local_batch(batch))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = self._strategy.fetch(totals)
+    totals = summed_over_split(self._step, state, self._source, self._batch_size, self._strategy)
     return {
       f"{self._name}_accuracy": float(totals["correct"] / totals["count"]),
       f"{self._name}_loss": float(totals["loss"] / totals["count"]),

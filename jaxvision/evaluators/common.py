@@ -15,6 +15,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision import data as data_lib
+from jaxvision import parallel
+
 TYPES = {
   "classification": "jaxvision.evaluators.classification",
   "detection": "jaxvision.evaluators.detection",
@@ -50,6 +57,42 @@ class Context:
   batch_size: int  # default evaluation batch size (config.data.eval_batch_size)
   info: dict = dataclasses.field(default_factory=dict)  # trainer facts, e.g. {"z_dim": 100}
   compiler_options: dict | None = None  # XLA options for every compile (xla.compiler_options)
+
+
+def summed_over_split(step, state, source, batch_size: int, strategy) -> dict:
+  """The sums `step(state, batch)` returns (replicated arrays, e.g. psummed over the devices)
+  added over every padded batch of the eval `source`, each process reading only its rows;
+  fetched as numpy."""
+  totals = None
+  rows = parallel.host_rows(batch_size)
+  for batch in data_lib.eval_batches(source, batch_size, rows):
+    sums = step(state, strategy.place_local_batch(batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return strategy.fetch(totals)
+
+
+def rows_over_split(step, state, source, batch_size: int, strategy, mask: str = "mask"):
+  """Yields, per padded batch of the eval `source`, the per-example outputs of
+  `step(state, batch)` (rows split like the batch) as numpy on every process, less the padding
+  rows: those where output `mask` (dropped from what is yielded) is 0."""
+  rows = parallel.host_rows(batch_size)
+  for batch in data_lib.eval_batches(source, batch_size, rows):
+    out = strategy.fetch_rows(step(state, strategy.place_local_batch(batch)))
+    real = np.asarray(out.pop(mask)) > 0
+    yield {k: np.asarray(v)[real] for k, v in out.items()}
+
+
+def predict_rows(compiled, state, batch: dict, strategy):
+  """`compiled(state, batch)`'s per-example outputs for a host batch of any size N (the same on
+  every process): zero-padded to a multiple of the devices, placed, run, fetched as numpy and
+  cut back to N rows."""
+  n = len(next(iter(batch.values())))
+  extra = -(-n // strategy.num_devices) * strategy.num_devices - n
+  padded = {
+    k: np.concatenate([v, np.zeros((extra, *v.shape[1:]), v.dtype)]) for k, v in batch.items()
+  }
+  out = strategy.fetch_rows(compiled(state, strategy.place_batch(padded)))
+  return jax.tree.map(lambda x: np.asarray(x)[:n], out)
 
 
 def from_config(config, context: Context) -> list:

@@ -23,10 +23,8 @@ import os
 import jax
 import numpy as np
 
-from jaxvision import data as data_lib
-from jaxvision import parallel
 from jaxvision import workdir as workdir_lib
-from jaxvision.evaluators.common import MetricSpec
+from jaxvision.evaluators.common import MetricSpec, rows_over_split
 
 
 def coco_metrics(
@@ -159,12 +157,11 @@ class Evaluator:
   def detections(self, state) -> dict:
     """Every eval scene's detections and truth, in order, as numpy: {"boxes", "scores",
     "classes", "true_boxes", "true_labels"} (clips: each with its frame axis)."""
-    rows = parallel.host_rows(self._batch_size)  # this process reads its share only
-    parts = []
-    for batch in data_lib.eval_batches(self._source, self._batch_size, rows):
-      out = self._strategy.fetch_rows(self._detect(state, self._strategy.place_local_batch(batch)))
-      real = np.asarray(out.pop("true_mask")) > 0
-      parts.append({k: np.asarray(v)[real] for k, v in out.items()})
+    parts = list(
+      rows_over_split(
+        self._detect, state, self._source, self._batch_size, self._strategy, mask="true_mask"
+      )
+    )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def run(self, state, step: int) -> dict:

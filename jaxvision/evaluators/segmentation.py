@@ -17,10 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import data as data_lib
 from jaxvision import images, parallel
 from jaxvision import workdir as workdir_lib
-from jaxvision.evaluators.common import MetricSpec
+from jaxvision.evaluators.common import MetricSpec, predict_rows, summed_over_split
 
 # Class colours: black background, then ten distinct hues.
 PALETTE = np.array(
@@ -123,12 +122,8 @@ class Evaluator:
     )
 
   def run(self, state, step: int) -> dict:
-    totals = None
-    rows = parallel.host_rows(self._batch_size)  # this process reads its share only
-    for batch in data_lib.eval_batches(self._source, self._batch_size, rows):
-      sums = self._step(state, self._strategy.place_local_batch(batch))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    matrix = np.asarray(self._strategy.fetch(totals)["confusion"], np.float64)
+    totals = summed_over_split(self._step, state, self._source, self._batch_size, self._strategy)
+    matrix = np.asarray(totals["confusion"], np.float64)
     per_class = iou(matrix)
     name = self._name
     out = {
@@ -149,13 +144,7 @@ class Evaluator:
   def predict(self, state, batch: dict) -> np.ndarray:
     """Predicted class maps [N, (T,) H, W] of a batch of eval scenes (any N: padded to a
     multiple of the devices)."""
-    n, devices = len(batch["inputs"]), self._strategy.num_devices
-    extra = -(-n // devices) * devices - n
-    padded = {
-      k: np.concatenate([v, np.zeros((extra, *v.shape[1:]), v.dtype)]) for k, v in batch.items()
-    }
-    predicted = self._predict(state, self._strategy.place_batch(padded))
-    return np.asarray(self._strategy.fetch_rows(predicted))[:n]
+    return predict_rows(self._predict, state, batch, self._strategy)
 
   def write_png(self, state, path: str) -> None:
     """Writes image | truth | prediction for the first `png_scenes` eval scenes (first frames of

@@ -15,9 +15,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jaxvision import data as data_lib
-from jaxvision import parallel, transcripts
-from jaxvision.evaluators.common import MetricSpec
+from jaxvision import transcripts
+from jaxvision.evaluators.common import MetricSpec, rows_over_split
 from jaxvision.tasks import ctc
 
 STATS = ("errors", "words", "exact", "strings", "single_exact", "singles", "loss")
@@ -122,13 +121,9 @@ class Evaluator:
   def run(self, state, step: int) -> dict:
     totals = {group: dict.fromkeys(STATS, 0.0) for group in self._groups}
     examples = {group: [] for group in self._groups}
-    rows = parallel.host_rows(self._batch_size)  # this process reads its share only
-    for batch in data_lib.eval_batches(self._source, self._batch_size, rows):
-      outputs = self._strategy.fetch_rows(
-        self._step(state, self._strategy.place_local_batch(batch))
-      )  # every host: the whole batch
-      real = np.asarray(outputs["mask"]) > 0
-      outputs = {k: np.asarray(v)[real] for k, v in outputs.items()}
+    for outputs in rows_over_split(
+      self._step, state, self._source, self._batch_size, self._strategy
+    ):  # every host: the whole batch's real utterances
       for target, hypothesis, group, loss in zip(
         outputs["targets"],
         decode(outputs, self._beam_width),

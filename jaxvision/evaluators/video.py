@@ -16,10 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import data as data_lib
 from jaxvision import parallel, video_images, video_metrics
 from jaxvision import workdir as workdir_lib
-from jaxvision.evaluators.common import MetricSpec
+from jaxvision.evaluators.common import MetricSpec, predict_rows, summed_over_split
 
 
 def eval_step(state, batch, *, predict_fn, axis_name=None) -> dict:
@@ -100,21 +99,12 @@ class Evaluator:
   def rollout(self, state, clips: np.ndarray) -> np.ndarray:
     """Predicted pixels [N, P, H, W, C] of eval-shaped clips [N, T, H, W, C] (any N: padded to
     a multiple of the devices), rolled out from their first T - P frames."""
-    n, devices = len(clips), self._strategy.num_devices
-    padded = -(-n // devices) * devices
-    clips = np.concatenate([clips, np.zeros((padded - n, *clips.shape[1:]), clips.dtype)])
-    targets = np.zeros((padded, *self._target_shape), clips.dtype)  # only their shape is read
+    targets = np.zeros((len(clips), *self._target_shape), clips.dtype)  # only their shape is read
     batch = {"inputs": clips, "targets": targets}
-    pixels = self._rollout(state, self._strategy.place_batch(batch))
-    return np.asarray(self._strategy.fetch_rows(pixels))[:n]
+    return predict_rows(self._rollout, state, batch, self._strategy)
 
   def run(self, state, step: int) -> dict:
-    totals = None
-    rows = parallel.host_rows(self._batch_size)  # this process reads its share only
-    for batch in data_lib.eval_batches(self._source, self._batch_size, rows):
-      sums = self._step(state, self._strategy.place_local_batch(batch))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = self._strategy.fetch(totals)
+    totals = summed_over_split(self._step, state, self._source, self._batch_size, self._strategy)
     mean = {k: float(v / totals["count"]) for k, v in totals.items() if k != "count"}
     if self._gif_clips:
       self.write_gif(
