@@ -27,7 +27,7 @@ Both seeds: `python -m jaxvision.tools.sweep --config=experiments/scenes_detecti
 
 import ml_collections
 
-from jaxvision import config_lib, data, models, optim
+from jaxvision import config_lib, models
 from jaxvision.tools import sweep
 
 VARIANTS = ("still", "video")
@@ -36,11 +36,14 @@ VARIANTS = ("still", "video")
 def get_config(variant: str = "still") -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"scenes_detection takes one of {VARIANTS}, got {variant!r}")
-  config = config_lib.base_config(trainer="detection")
-  # Classifier-only keys: a key nothing reads would be a silent no-op override.
-  for key in ("label_smoothing", "qat", "distill"):
-    del config[key]
-  config.augment = ml_collections.ConfigDict(dict(max_shift=8))
+  config = config_lib.scenes_base_config(
+    "detection",
+    variant,
+    batch_size=32,
+    clip_batch_size=4,
+    learning_rate=2e-3,
+    num_train_steps=3000,
+  )
   config.detection = ml_collections.ConfigDict(
     dict(
       top_k=40,  # detections per scene (the strongest heatmap peaks over every class)
@@ -49,11 +52,7 @@ def get_config(variant: str = "still") -> ml_collections.ConfigDict:
       min_overlap=0.7,  # of CenterNet's Gaussian radius
     )
   )
-  config.seed = 0
-  config.data = data.data_config("scenes", batch_size=32, eval_batch_size=200, num_eval=1000)
   config.model = models.model_config("centernet")
-  config.optimizer = optim.optimizer_config(name="adamw", learning_rate=2e-3, weight_decay=1e-4)
-  config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=200, end_factor=0.01)
   config.evaluators = ml_collections.ConfigDict(
     {
       "eval": dict(
@@ -67,12 +66,7 @@ def get_config(variant: str = "still") -> ml_collections.ConfigDict:
       )
     }
   )
-  config.num_train_steps = 3000
-  config.log_every_steps = 100
-  config.eval_every_steps = 1000
-  config.checkpoint.every_steps = 500
   if variant == "video":
-    config.data.update(frames=8, batch_size=4, eval_batch_size=40, num_eval=200)
     config.evaluators.eval.png_scenes = 3
     config.evaluators.eval.png_scale = 2
   return config

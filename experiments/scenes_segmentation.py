@@ -23,7 +23,7 @@ Both seeds: `python -m jaxvision.tools.sweep --config=experiments/scenes_segment
 
 import ml_collections
 
-from jaxvision import config_lib, data, models, optim
+from jaxvision import config_lib, models
 from jaxvision.tools import sweep
 
 VARIANTS = ("still", "video")
@@ -32,26 +32,19 @@ VARIANTS = ("still", "video")
 def get_config(variant: str = "still") -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"scenes_segmentation takes one of {VARIANTS}, got {variant!r}")
-  config = config_lib.base_config(trainer="segmentation")
-  # Classifier-only keys: a key nothing reads would be a silent no-op override.
-  for key in ("label_smoothing", "qat", "distill"):
-    del config[key]
-  config.augment = ml_collections.ConfigDict(dict(max_shift=8))
+  config = config_lib.scenes_base_config(
+    "segmentation",
+    variant,
+    batch_size=16,
+    clip_batch_size=2,
+    learning_rate=4e-3,
+    num_train_steps=4000,
+  )
   config.dice_weight = 2.0
-  config.seed = 0
-  config.data = data.data_config("scenes", batch_size=16, eval_batch_size=200, num_eval=1000)
   config.model = models.model_config("unet")
-  config.optimizer = optim.optimizer_config(name="adamw", learning_rate=4e-3, weight_decay=1e-4)
-  config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=200, end_factor=0.01)
   config.evaluators = ml_collections.ConfigDict(
     {"eval": dict(type="segmentation", pred="predict", batch_size=0, png_scenes=6, png_scale=2)}
   )
-  config.num_train_steps = 4000
-  config.log_every_steps = 100
-  config.eval_every_steps = 1000
-  config.checkpoint.every_steps = 500
-  if variant == "video":
-    config.data.update(frames=8, batch_size=2, eval_batch_size=40, num_eval=200)
   return config
 
 

@@ -120,6 +120,22 @@ class RNNStack(nn.Module):
     return x, last
 
 
+STACK_FIELDS = (
+  "cell",
+  "hidden_size",
+  "num_layers",
+  "bidirectional",
+  "dropout_rate",
+  "unroll",
+  "forget_bias",
+)
+
+
+def stack_of(module: nn.Module, name: str = "rnn") -> RNNStack:
+  """The `RNNStack` that `module`'s attributes of the same names (`STACK_FIELDS`) describe."""
+  return RNNStack(**{field: getattr(module, field) for field in STACK_FIELDS}, name=name)
+
+
 class RNNClassifier(nn.Module):
   """An `RNNStack` and a dense head on its last state or its mean over (real) time steps.
 
@@ -146,16 +162,7 @@ class RNNClassifier(nn.Module):
     """Maps x [B, T, F] (and optional lengths [B]) to logits [B, num_classes]."""
     if self.pooling not in POOLINGS:
       raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
-    outputs, last = RNNStack(
-      self.cell,
-      self.hidden_size,
-      self.num_layers,
-      self.bidirectional,
-      self.dropout_rate,
-      self.unroll,
-      self.forget_bias,
-      name="rnn",
-    )(x, train=train, lengths=lengths)
+    outputs, last = stack_of(self)(x, train=train, lengths=lengths)
     if self.pooling == "last":
       h = last  # [B, D]
     else:

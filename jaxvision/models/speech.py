@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.models.preset import Preset
-from jaxvision.models.rnn import RNNStack
+from jaxvision.models.rnn import stack_of
 
 
 def output_lengths(lengths, num_layers: int):
@@ -80,16 +80,7 @@ class SpeechRecognizer(nn.Module):
       real = jnp.arange(h.shape[1])[None, :] < lengths[:, None]  # [B, T']
       h = h * real[:, :, None, None]
     h = h.reshape(*h.shape[:2], -1)  # [B, T', F' * C]
-    outputs, _ = RNNStack(
-      self.cell,
-      self.hidden_size,
-      self.num_layers,
-      self.bidirectional,
-      self.dropout_rate,
-      self.unroll,
-      self.forget_bias,
-      name="rnn",
-    )(h, train=train, lengths=lengths)  # [B, T', D]
+    outputs, _ = stack_of(self)(h, train=train, lengths=lengths)  # [B, T', D]
     logits = nn.Dense(self.num_classes, name="head")(outputs)  # [B, T', K]
     paddings = (jnp.arange(h.shape[1])[None, :] >= lengths[:, None]).astype(jnp.float32)
     return logits, paddings
