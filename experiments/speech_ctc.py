@@ -17,7 +17,10 @@ LSTM layers of 128 -> a dense layer over the CTC blank and the 10 digit words (6
 greedy decoding (`--config.evaluators.eval.beam_width=8`: prefix beam search). The front end is
 narrow because XLA:CPU's 2-D convolution gradients are slow: 32 channels in every layer made the
 front end cost as much as the two BiLSTM layers. SpecAugment: 2 frequency masks of up to 6 bands,
-2 time masks of up to 8 frames. Adam, peak learning rate 2e-3 after 200 warm-up steps, cosine
+2 time masks of up to 8 frames, and each utterance's mel axis stretched by a factor in [0.9, 1.1]
+(vocal tract length perturbation): without it, 2 seeds reached WER 0.83% but single-digit
+accuracy 97.9%, held-out voices' isolated words failing alike in both (a voice's "one" heard as
+"five", an isolated "oh" as "four"). Adam, peak learning rate 2e-3 after 200 warm-up steps, cosine
 decay, gradients clipped to norm 5, batch 32, 4,000 steps (6.4 epochs).
 
 Measured on a 2-core CPU shared with three other trainings: 4 steps/s (so ~17 minutes, less on
@@ -42,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = data.data_config("speech", batch_size=32, eval_batch_size=200)
   config.model = models.model_config("speech_bilstm")
   config.spec_augment = audio.spec_augment_config(
-    freq_masks=2, freq_width=6, time_masks=2, time_width=8
+    freq_masks=2, freq_width=6, time_masks=2, time_width=8, vtlp=0.1
   )
   config.optimizer = optim.optimizer_config(name="adam", learning_rate=2e-3, grad_clip_norm=5.0)
   config.schedule = optim.schedule_config(name="warmup_cosine", warmup_steps=200, end_factor=0.02)
