@@ -137,6 +137,11 @@ def get_campaign():
     # Multi-digit scenes: detection and segmentation, 2 seeds each.
     Sweep("experiments/scenes_detection.py", table="Multi-digit scenes: detection (CenterNet)"),
     Sweep("experiments/scenes_segmentation.py", table="Multi-digit scenes: segmentation (U-Net)"),
+    Sweep(  # the detector trained and scored per frame of moving clips (AP over all frames)
+      "experiments/scenes_detection.py:video",
+      axes={"seed": [0]},
+      table="Multi-digit scenes: detection (CenterNet)",
+    ),
     # Speech: spoken digit strings, held-out voices and accent, 2 seeds.
     Sweep("experiments/speech_ctc.py", table="Speech recognition: synthesised digit strings"),
     # Inpainting 512 held-out digits with each seed of the recipe, per mask.
