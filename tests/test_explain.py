@@ -47,13 +47,80 @@ def test_integrated_gradients_delete_faster_than_a_random_order(digits_run):
   assert areas["method_insertion"].mean() > areas["random_insertion"].mean()
 
 
-def test_not_an_image_classifier_is_one_line(tmp_path):
+@pytest.fixture(scope="module")
+def sequence_run(tmp_path_factory):
+  """MNIST-1D's logistic regression, 2 steps: a classifier of sequences [40, 1] with no conv."""
+  workdir = tmp_path_factory.mktemp("explain") / "seq"
   config = mnist1d_baselines.get_config("logistic")
   config.num_train_steps = config.eval_every_steps = config.checkpoint.every_steps = 2
   config.schedule.warmup_steps = 0
-  trainer.train_and_evaluate(config, str(tmp_path / "seq"))
-  with pytest.raises(ValueError, match=r"inputs of shape \(40, 1\); explain takes images"):
-    explain.Explainer(str(tmp_path / "seq"), "gradient")
+  trainer.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def test_a_sequence_classifier_is_explained_along_time(sequence_run, tmp_path):
+  out = tmp_path / "seq.png"
+  done = subprocess.run(
+    [sys.executable, "-m", "jaxvision.tools.explain", f"--workdir={sequence_run}",
+     "--method=occlusion", "--num=3", f"--out={out}", "--faithfulness=20", "--steps=5",
+     "--batch_size=10", "--scale=1", "--baseline=zero"],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "occlusion (window 4x1) maps of" in done.stdout and "baseline: zero" in done.stdout
+  lines = [line for line in done.stdout.splitlines() if "AUC over 20 eval sequences" in line]
+  assert [line.split()[0] for line in lines] == ["deletion", "insertion"]
+  assert Image.open(out).size == (3 * 42 + 2, 3 * 26 + 2 + 14)  # 3 line plots of 40 steps x 24
+
+
+def test_gradcam_without_a_convolution_is_one_line(sequence_run):
+  done = subprocess.run(
+    [sys.executable, "-m", "jaxvision.tools.explain", f"--workdir={sequence_run}",
+     "--method=gradcam", "--faithfulness=0"],
+    cwd=REPO, capture_output=True, text=True, timeout=300,
+  )  # fmt: skip
+  assert done.returncode == 1 and done.stdout == ""
+  assert done.stderr == (
+    f"explain: error: --method=gradcam on model 'logistic' ({sequence_run}): Grad-CAM needs a "
+    "model with a convolution (nn.Conv); this one has none\n"
+  )
+
+
+def test_inputs_of_another_rank_are_one_line():
+  assert [explain.input_kind(s) for s in ((40, 1), (28, 28, 1), (8, 48, 48, 1))] == [
+    "sequence",
+    "image",
+    "clip",
+  ]
+  with pytest.raises(ValueError, match=r"explain takes sequences .* not inputs of shape \(10,\)"):
+    explain.input_kind((10,))
+
+
+@pytest.mark.parametrize(
+  "shape, size",
+  [
+    ((3, 40, 1), (3 * 42 + 2, 3 * 26 + 2 + 14)),  # line plots 24 high, time along x
+    ((3, 6, 5), (3 * 8 + 2, 3 * 7 + 2 + 14)),  # [F, T] pictures, time along x
+    ((3, 5, 6, 1), (3 * 8 + 2, 3 * 7 + 2 + 14)),  # images
+    ((2, 4, 5, 6, 1), (4 * 8 + 2, 2 * (3 * 7 + 2 + 14))),  # a block of 3 x 4 frames per clip
+  ],
+)
+def test_a_picture_for_each_rank(tmp_path, shape, size):
+  """Maps that are zero on the first two time steps (rows of an image) are red only after them."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=shape).astype(np.float32)
+  kind = explain.input_kind(shape[1:])
+  later = (np.arange(shape[1]) >= 2).reshape(-1, *[1] * (len(shape) - 2))
+  importance = explain.attribution.element_map(x * later)
+  out = tmp_path / f"{kind}.png"
+  explain.draw(x, importance, ["1/1"] * len(x), str(out), scale=1, kind=kind)
+  picture = np.asarray(Image.open(out).convert("RGB")).astype(int)
+  assert picture.shape[1::-1] == size
+  red = picture[..., 0] - picture[..., 1]  # the overlay's map
+  assert red.max() > 100
+  if kind == "sequence":  # time along x: the first panel's overlay has no red in its first steps
+    top = 14 + 2 + 2 * (picture.shape[0] - 14 - 2) // 3
+    assert red[top : top + 3, 2:4].max() == 0 and red[top:, 4 : 2 + shape[1]].max() > 0
 
 
 def test_gradients_fail_to_survive_parameter_randomization(digits_run):
@@ -67,8 +134,8 @@ def test_gradients_fail_to_survive_parameter_randomization(digits_run):
     assert rho["abs"].shape == (30,) and (abs(rho["abs"]) <= 1 + 1e-9).all()
   assert rows[-1][1]["abs"].mean() < 0.5  # all re-initialised: little left of the trained map
   # the check can fail: the trained parameters themselves give the trained maps exactly
-  reference, _ = explainer.maps(explainer.images[:30])
-  again, _ = explainer.maps(explainer.images[:30], explainer.run.state.params)
+  reference, _ = explainer.maps(explainer.inputs[:30])
+  again, _ = explainer.maps(explainer.inputs[:30], explainer.run.state.params)
   np.testing.assert_allclose(explain.attribution.spearman(abs(reference), abs(again)), 1.0)
 
 
@@ -102,7 +169,7 @@ def test_integrated_gradients_agree_with_pair_saliency(digits_run):
   import saliency.core as saliency
 
   explainer = explain.Explainer(str(digits_run), "ig")
-  x = explainer.images[:4]
+  x = explainer.inputs[:4]
   predicted = explainer.predict(x)
   steps = 512
   ours = explain.attribution.integrated_gradients(
