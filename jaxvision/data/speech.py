@@ -5,7 +5,9 @@ a 0 is "oh" with probability `oh_prob`) by one voice: an English accent (`ACCENT
 eSpeak NG's voice variants ("m1", "f3", "klatt", "whisper", ...), at a random speed, pitch,
 pitch range and pause between words, with silence before and after, a random gain (which the
 per-utterance normalisation removes again, but for the log floor), and white, pink or brown
-background noise at a random SNR. Every choice comes from `np.random.default_rng([seed, index])`
+background noise at a random SNR (the SNR is over the whole band, and brown noise's power lies
+mostly below the mel bands' 20 Hz floor, so brown-noise utterances are nearly clean; white and
+pink noise mask the words). Every choice comes from `np.random.default_rng([seed, index])`
 and the synthesizer is deterministic (`jaxvision.data.espeak`), so an utterance is a pure
 function of (seed, index). Train utterances use seed 2 * seed, eval utterances 2 * seed + 1.
 
