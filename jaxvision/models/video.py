@@ -10,6 +10,16 @@ runs stacked ConvLSTMs there, and decodes the top state with sub-pixel convoluti
 One scanned step serves both modes: its input frame is the true frame (teacher forcing, and the
 context in free running) or the sigmoid of its own previous output (free running).
 
+With `output="cdna"` the predictor moves pixels instead of drawing them (Finn et al. 2016,
+"Unsupervised learning for physical interaction through video prediction": convolutional
+dynamic neural advection): a dense head on the top ConvLSTM state predicts `cdna_kernels`
+normalised `cdna_size` x `cdna_size` kernels per clip, each applied to the step's input frame
+(every displacement up to `cdna_size // 2` pixels), and the decoder predicts a generated frame and
+softmax masks that composite it with the transformed frames. A digit carried by a kernel that
+settles on one displacement stays as sharp as it was observed, where drawn frames blur over a
+free-running rollout. The composite probability p is returned as the logits log(p' / (1 - p'))
+of p' = eps + (1 - 2 eps) p, so the trainers and evaluators read both outputs alike.
+
 Every convolution is `Conv`, whose "nhwc" form writes its gradients as channels-last forward
 convolutions too. XLA:CPU runs the gradient convolutions XLA derives (other layouts) inside a
 loop body, i.e. the backward pass of a scan, on a slow generic path (jax-ml/jax#12868: a
@@ -216,6 +226,64 @@ class FrameDecoder(nn.Module):
     return x
 
 
+OUTPUTS = ("pixels", "cdna")
+CDNA_EPS = 1e-4  # the composite probability p is squeezed into [eps, 1 - eps] for its logits
+
+
+def shifted(frames: jnp.ndarray, size: int) -> jnp.ndarray:
+  """Every displacement of frames [B, H, W, C] within a size x size window, zeros shifted in.
+
+  Returns:
+    [B, H, W, C, size * size]: entry (dy, dx) (row-major, from (-r, -r), r = size // 2) holds
+    frames[b, y + dy, x + dx, c] (zero outside the frame).
+  """
+  r = size // 2
+  padded = jnp.pad(frames, ((0, 0), (r, r), (r, r), (0, 0)))
+  h, w = frames.shape[1:3]
+  windows = [padded[:, i : i + h, j : j + w] for i in range(size) for j in range(size)]
+  return jnp.stack(windows, axis=-1)
+
+
+def advect(frames: jnp.ndarray, kernels: jnp.ndarray) -> jnp.ndarray:
+  """Per-clip kernels applied to frames: [B, H, W, C] x [B, K, size * size] -> [B, K, H, W, C].
+
+  Written as a weighted sum of shifted frames (static slices and one contraction) rather than a
+  grouped convolution, whose gradient inside a scan takes XLA:CPU's slow path (see `Conv`).
+  """
+  size = round(kernels.shape[-1] ** 0.5)
+  return jnp.einsum("bhwcn,bkn->bkhwc", shifted(frames, size), kernels)
+
+
+class CDNAHead(nn.Module):
+  """Normalised advection kernels [B, K, size * size] from a recurrent state [B, h, w, F].
+
+  Attributes:
+    num_kernels: K.
+    size: side of each kernel (odd): displacements up to size // 2 pixels.
+    features: channels of the 1x1 reduction before the dense layer.
+    conv_impl: see `Conv`.
+  """
+
+  num_kernels: int
+  size: int
+  features: int = 8
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, h):
+    b = h.shape[0]
+    x = nn.relu(Conv(self.features, 1, 1, self.conv_impl, name="reduce")(h)).reshape(b, -1)
+    n = self.size * self.size
+    # Kernels start near the identity (the centre tap's logit 4 above the rest: 0.4 of the mass
+    # at zero displacement for a 9x9 kernel), i.e. near the copy-last-frame prediction.
+    centre = jnp.zeros(n).at[n // 2].set(4.0)
+    bias_init = lambda key, shape, dtype=jnp.float32: jnp.tile(centre, shape[0] // n).astype(dtype)
+    logits = nn.Dense(
+      self.num_kernels * n, kernel_init=nn.initializers.zeros_init(), bias_init=bias_init
+    )(x)
+    return nn.softmax(logits.reshape(b, self.num_kernels, n), axis=-1)
+
+
 class _PredictorStep(nn.Module):
   """One step of `FramePredictor`: an input frame (true or fed back) to next-frame logits."""
 
@@ -225,6 +293,9 @@ class _PredictorStep(nn.Module):
   forget_bias: float
   skip: bool
   conv_impl: str
+  output: str = "pixels"
+  cdna_kernels: int = 2
+  cdna_size: int = 9
 
   @nn.compact
   def __call__(self, carry, xs):
@@ -239,9 +310,23 @@ class _PredictorStep(nn.Module):
       )
       state, h = cell(cells[i], h)  # h: [B, h, w, width]
       new_cells.append(state)
-    decoder = FrameDecoder(self.encoder, frame.shape[-1], self.skip, self.conv_impl, name="decoder")
-    logits = decoder(h, stages)  # [B, H, W, C]
-    return (tuple(new_cells), logits), logits
+    channels = frame.shape[-1]
+    extra = self.cdna_kernels + 1 if self.output == "cdna" else 0  # mask logits
+    decoder = FrameDecoder(
+      self.encoder, channels + extra, self.skip, self.conv_impl, name="decoder"
+    )
+    out = decoder(h, stages)  # [B, H, W, C (+ K + 1)]
+    if self.output == "cdna":
+      kernels = CDNAHead(self.cdna_kernels, self.cdna_size, conv_impl=self.conv_impl, name="cdna")(
+        h
+      )
+      moved = advect(x, kernels)  # [B, K, H, W, C]
+      masks = nn.softmax(out[..., channels:], axis=-1)  # [B, H, W, K + 1]
+      p = masks[..., :1] * nn.sigmoid(out[..., :channels])
+      p = p + jnp.einsum("bkhwc,bhwk->bhwc", moved, masks[..., 1:])
+      p = CDNA_EPS + (1.0 - 2.0 * CDNA_EPS) * p
+      out = jnp.log(p) - jnp.log1p(-p)  # logits of p
+    return (tuple(new_cells), out), out
 
 
 class FramePredictor(nn.Module):
@@ -256,6 +341,10 @@ class FramePredictor(nn.Module):
     conv_impl: "auto", "xla" or "nhwc": how convolution gradients are computed (see `Conv`).
     unroll: time steps per iteration of the scan loop (a speed knob; the program grows with it,
       never with the clip length).
+    output: "pixels" (the decoder draws the next frame) or "cdna" (it composites the input frame
+      moved by predicted kernels with a drawn frame; see the module).
+    cdna_kernels: kernels per step of the "cdna" output.
+    cdna_size: their side (odd): the largest displacement per frame is cdna_size // 2 pixels.
   """
 
   encoder: Sequence[int] = (16, 32)
@@ -265,6 +354,9 @@ class FramePredictor(nn.Module):
   skip: bool = True
   conv_impl: str = "auto"
   unroll: int = 1
+  output: str = "pixels"
+  cdna_kernels: int = 2
+  cdna_size: int = 9
 
   @nn.compact
   def __call__(
@@ -294,6 +386,13 @@ class FramePredictor(nn.Module):
     scale = 2 ** len(self.encoder)
     if h % scale or w % scale:
       raise ValueError(f"frames {h}x{w} are not divisible by the encoder's stride {scale}")
+    if self.output not in OUTPUTS:
+      raise ValueError(f"unknown predictor output {self.output!r}; expected one of {OUTPUTS}")
+    if self.output == "cdna" and (self.cdna_kernels < 1 or self.cdna_size % 2 == 0):
+      raise ValueError(
+        f"cdna needs cdna_kernels >= 1 and an odd cdna_size, got {self.cdna_kernels}, "
+        f"{self.cdna_size}"
+      )
     zeros = lambda width: jnp.zeros((b, h // scale, w // scale, width), frames.dtype)
     cells = tuple((zeros(width), zeros(width)) for width in self.hidden)  # (c, h) per layer
     previous = jnp.zeros((b, h, w, c), frames.dtype)
@@ -313,6 +412,9 @@ class FramePredictor(nn.Module):
       self.forget_bias,
       self.skip,
       self.conv_impl,
+      self.output,
+      self.cdna_kernels,
+      self.cdna_size,
       name="step",
     )
     _, logits = step((cells, previous), (inputs, use_true))  # [T-1, B, H, W, C]
@@ -368,6 +470,8 @@ CLIP = (20, 64, 64, 1)  # Moving MNIST: [T, H, W, C]
 PRESETS = {
   # Encoder 64 -> 16 (16, 32 channels), two ConvLSTM(32) layers, sub-pixel decoder with skips.
   "convlstm_predictor": Preset(FramePredictor, {}, CLIP, 190_596, {}),
+  # The same, moving the input frame by 2 predicted 9x9 kernels (CDNA) composited with a drawn one.
+  "convlstm_cdna": Preset(FramePredictor, {"output": "cdna"}, CLIP, 526_266, {}),
   # The same encoder, one ConvLSTM(32), mean-pooled last state; 4 orientation classes.
   "video_classifier": Preset(VideoClassifier, {}, CLIP, 78_788, {"num_classes": 4}),
 }

@@ -62,7 +62,7 @@ def test_nhwc_conv_gradients_equal_xla(shape, kernel, stride):
     np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["convlstm_predictor", "video_classifier"])
+@pytest.mark.parametrize("name", ["convlstm_predictor", "convlstm_cdna", "video_classifier"])
 def test_preset_parameter_counts(name):
   preset = video.PRESETS[name]
   model = preset.module(**preset.attrs, **preset.example_data)
@@ -145,3 +145,56 @@ def test_few_adam_steps_reduce_the_frame_loss():
   assert np.isfinite(losses).all()
   assert losses[-1] < 0.5 * losses[0], losses
   assert step._cache_size() == 1  # one compilation for every step
+
+
+def test_advect_moves_frames_by_one_hot_kernels():
+  frames = jnp.asarray(np.random.default_rng(0).random((2, 7, 6, 3)), jnp.float32)
+  size, r = 5, 2
+  kernels = np.zeros((2, 2, size * size), np.float32)
+  kernels[0, 0, (r - 1) * size + (r + 2)] = 1.0  # clip 0, kernel 0: (dy, dx) = (-1, +2)
+  kernels[0, 1, r * size + r] = 1.0  # identity
+  kernels[1, :, (r + 1) * size + r] = 0.5  # clip 1: both (+1, 0), halved
+  moved = np.asarray(video.advect(frames, jnp.asarray(kernels)))  # [B, K, H, W, C]
+  assert moved.shape == (2, 2, 7, 6, 3)
+  f = np.asarray(frames)
+  expected = np.zeros_like(f[0])
+  expected[1:, :-2] = f[0, :-1, 2:]  # out(y, x) = in(y - 1, x + 2), zero where that is outside
+  np.testing.assert_allclose(moved[0, 0], expected, atol=1e-6)
+  np.testing.assert_allclose(moved[0, 1], f[0], atol=1e-6)
+  expected = np.zeros_like(f[1])
+  expected[:-1] = 0.5 * f[1, 1:]
+  np.testing.assert_allclose(moved[1, 0], expected, atol=1e-6)
+
+
+def test_cdna_predictor_outputs_logits_of_a_composite_and_learns():
+  model = video.FramePredictor(**SMALL, output="cdna", cdna_kernels=1, cdna_size=5)
+  clip = jnp.asarray(_moving_squares(4, 6))  # [4, 6, 16, 16, 1], squares moving <= 2 px/frame
+  params = jax.jit(model.init, static_argnames="train")(KEY, clip, train=False)["params"]
+  assert params["step"]["cdna"]["Dense_0"]["kernel"].shape == (4 * 4 * 8, 25)
+  assert params["step"]["decoder"]["Conv_1"]["kernel"].shape[-1] == 4 * (1 + 2)  # pixel + masks
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, clip, train=True, num_predict=3)
+    return video_metrics.frame_bce(logits, clip[:, 3:]).mean(), logits
+
+  (_, logits), _ = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  p = jax.nn.sigmoid(logits)  # a composite of probabilities: inside [eps, 1 - eps]
+  assert logits.shape == (4, 3, 16, 16, 1)
+  assert float(p.min()) >= video.CDNA_EPS * 0.999 and float(p.max()) <= 1 - video.CDNA_EPS * 0.999
+  optimizer = optax.adam(1e-2)
+
+  @jax.jit
+  def step(params, opt_state):
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  opt_state, losses = optimizer.init(params), []
+  for _ in range(15):
+    params, opt_state, loss = step(params, opt_state)
+    losses.append(float(loss))
+  assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
+  with pytest.raises(ValueError, match="odd cdna_size"):
+    video.FramePredictor(**SMALL, output="cdna", cdna_size=4).init(KEY, clip, train=False)
+  with pytest.raises(ValueError, match="unknown predictor output"):
+    video.FramePredictor(**SMALL, output="flow").init(KEY, clip, train=False)
