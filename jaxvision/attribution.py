@@ -15,10 +15,10 @@ time-feature cells, pixels (all channels together) and voxels (all channels toge
   one frame) is set to the baseline (Zeiler & Fergus).
 - `gradcam`: a convolution's output channels weighted by their gradients averaged over positions,
   summed, rectified and resized to the input (Selvaraju et al. 2017; by definition the last
-  convolution, `layer=-1`, but any one will do): for flax models with an `nn.Conv` (or the video
-  models' `Conv`), 1-D over a sequence's time, 2-D over an image, or 2-D per frame of a clip
-  (the frames folded into the batch: the map then spans time and space). The layers are found by
-  intercepting the model's calls, so no model declares them.
+  convolution, `layer=-1`, but any one will do): for flax models with an `nn.Conv` (or
+  `models.layers.Conv`), 1-D over a sequence's time, 2-D over an image, or 2-D per frame of a
+  clip (the frames folded into the batch: the map then spans time and space). The layers are
+  found by intercepting the model's calls, so no model declares them.
 
 Sanity check (Adebayo et al. 2018): `randomized_params` re-initialises a model's layers from the
 top down, cumulatively; a map that explains the model must change as they go (`spearman` of the
@@ -42,10 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import tracers
 
-from jaxvision.models import video
+from jaxvision.models import layers
 
 METHODS = ("gradient", "smoothgrad", "ig", "occlusion", "gradcam")
-CONVOLUTIONS = (nn.Conv, video.Conv)
+CONVOLUTIONS = (nn.Conv, layers.Conv)
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxvision import video_metrics
-from jaxvision.models import video
+from jaxvision.models import layers, video
 
 SMALL = dict(encoder=(4, 8), hidden=(8,))  # a predictor small enough to compile in seconds
 # XLA:CPU compiles threefry's rolled loops slowly (about 1 s per initialised kernel); the RBG
@@ -58,7 +58,7 @@ def test_nhwc_conv_gradients_equal_xla(shape, kernel, stride):
     loss = lambda x, k: jnp.sin(conv(x, k, (stride, stride))).sum()
     return jax.jit(jax.grad(loss, (0, 1)))(x, k)
 
-  for mine, theirs in zip(grads(video.conv_nhwc), grads(video._conv), strict=True):
+  for mine, theirs in zip(grads(layers.conv_nhwc), grads(layers._conv), strict=True):
     np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
