@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from jaxvision import parallel
-from jaxvision.config_dict import block
+from jaxvision.config_dict import ConfigError, block
 
 F_MIN, F_MAX = 20.0, 7600.0
 LOG_FLOOR = 1e-10  # added to the mel power before the log (silence would be -inf)
@@ -35,9 +35,27 @@ SPEC_AUGMENT_DEFAULTS = dict(
 )
 
 
+MAX_VTLP = 0.5  # a stretch of 1 +- 0.5 or more would fold the mel axis over itself
+
+
 def spec_augment_config(**overrides) -> ml_collections.ConfigDict:
   """`config.spec_augment`: SpecAugment's masks and the mel-axis warp (all 0: off)."""
   return block(SPEC_AUGMENT_DEFAULTS, **overrides)
+
+
+def validate_spec_augment(config) -> None:
+  """Checks `config.spec_augment` (the keys of `SPEC_AUGMENT_DEFAULTS`): mask counts and widths
+  integers >= 0, `vtlp` a number in [0, MAX_VTLP); raises ConfigError naming the key."""
+  for key, value in config.items():
+    if isinstance(SPEC_AUGMENT_DEFAULTS.get(key), float):
+      if (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < MAX_VTLP
+      ):
+        raise ConfigError(
+          f"config.spec_augment.{key}={value!r} must be a number in [0, {MAX_VTLP})"
+        )
+    elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ConfigError(f"config.spec_augment.{key}={value!r} must be an integer >= 0")
 
 
 def hz_to_mel(hz):

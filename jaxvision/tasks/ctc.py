@@ -114,12 +114,7 @@ def validate(config, strategy) -> None:
       f"the ctc trainer needs word sequences: config.data.source must be one of {SOURCES}, "
       f"got {config.data.source!r}"
     )
-  for key, value in config.spec_augment.items():
-    if key == "vtlp":
-      if not isinstance(value, (int, float)) or not 0.0 <= value < 0.5:
-        raise ConfigError(f"config.spec_augment.vtlp={value!r} must be a number in [0, 0.5)")
-    elif not isinstance(value, int) or value < 0:
-      raise ConfigError(f"config.spec_augment.{key}={value!r} must be an integer >= 0")
+  audio.validate_spec_augment(config.spec_augment)
 
 
 class Task(base.Task):
