@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 
@@ -56,8 +57,38 @@ def _duration(seconds: float) -> str:
   return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+_NUMBERED = re.compile(r"^(.*\D)(\d+)$")  # a per-class series: "eval_iou_3", "eval_ap50_class3"
+MIN_SERIES = 3  # numbered metrics of one prefix folded into one entry from this many on
+
+
+def progress_entries(scalars: dict) -> list[str]:
+  """ "name value" per metric, each per-class series of MIN_SERIES or more metrics ("eval_iou_0",
+  "eval_iou_1", ...) folded into one "eval_iou_{0..10} 0.8812..0.9931" (lowest..highest) where
+  its first member stood; the files (JSONL, TensorBoard) keep every metric."""
+  series = {}
+  for k in scalars:
+    match = _NUMBERED.match(k)
+    if match:
+      series.setdefault(match.group(1), []).append((int(match.group(2)), k))
+  entries, done = [], set()
+  for k, v in scalars.items():
+    match = _NUMBERED.match(k)
+    members = series.get(match.group(1), []) if match else []
+    if len(members) < MIN_SERIES:
+      entries.append(f"{k} {v:.4g}")
+    elif match.group(1) not in done:
+      done.add(match.group(1))
+      numbers = [n for n, _ in members]
+      values = [scalars[name] for _, name in members]
+      entries.append(
+        f"{match.group(1)}{{{min(numbers)}..{max(numbers)}}} {min(values):.4g}..{max(values):.4g}"
+      )
+  return entries
+
+
 class ProgressWriter:
-  """One line per write: step, metrics, steps/s since the last write, and ETA."""
+  """One line per write: step, metrics (per-class series folded: `progress_entries`), steps/s
+  since the last write, and ETA."""
 
   def __init__(self, total_steps: int, stream=None, label: str = ""):
     self._total = total_steps
@@ -73,7 +104,7 @@ class ProgressWriter:
         rate = (step - self._last[0]) / (now - self._last[1])
         line += f" | {rate:.1f} steps/s | ETA {_duration((self._total - step) / rate)}"
       self._last = (step, now)
-    line += " | " + " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+    line += " | " + " ".join(progress_entries(scalars))
     print(line, file=self._stream, flush=True)
 
   def close(self) -> None:
