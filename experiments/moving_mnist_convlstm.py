@@ -68,10 +68,13 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
   config.evaluators = ml_collections.ConfigDict(
     {"eval": dict(type="video_prediction", pred="predict", batch_size=0, gif_clips=4, gif_scale=2)}
   )
-  config.num_train_steps = 2000
+  config.num_train_steps = 1000
   config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint.every_steps = 500
+  config.eval_every_steps = 250
+  config.checkpoint.every_steps = 250
+  if variant == "pixels":  # the recipe of the drawing model's rows
+    config.num_train_steps = 2000
+    config.eval_every_steps = config.checkpoint.every_steps = 500
   if variant == "standard":
     config.data.update(size=64, frames=20, observed=10, digits_per_clip=2)
     config.data.eval_batch_size = 100

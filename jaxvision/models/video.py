@@ -45,12 +45,18 @@ class ConvLSTMCell(nn.RNNCellBase):
     forget_bias: initial bias of the forget gate (1 keeps memory open early in training, as
       `rnn.LSTMCell`; the other gates' biases start at 0).
     conv_impl: see `Conv`.
+    layer_norm: normalise each gate's pre-activations, and the cell state before its tanh, over
+      the whole map (positions and channels, per example, as PredRNN's cells do; Ba et al. 2016's
+      layer-normalised LSTM): the gates cannot saturate, however large the inputs grow in
+      training. (Per position, the empty background's constant pre-activations would have zero
+      variance, and the normalisation's 1/sqrt(eps) slope explodes gradients through time.)
   """
 
   features: int
   kernel_size: int = 3
   forget_bias: float = 1.0
   conv_impl: str = "auto"
+  layer_norm: bool = False
 
   @nn.compact
   def __call__(self, carry, inputs):
@@ -59,9 +65,29 @@ class ConvLSTMCell(nn.RNNCellBase):
     n = self.features
     bias_init = layers.forget_bias_init(n, self.forget_bias)
     # One conv over [x, h] equals the sum of the input and hidden convolutions, in one matmul.
-    gates = Conv(4 * n, self.kernel_size, impl=self.conv_impl, bias_init=bias_init, name="gates")
+    gates = Conv(
+      4 * n,
+      self.kernel_size,
+      impl=self.conv_impl,
+      bias_init=nn.initializers.zeros_init() if self.layer_norm else bias_init,
+      name="gates",
+    )
     z = gates(jnp.concatenate([inputs, h], axis=-1))  # [B, h, w, 4F]: i, f, g, o gates
-    c, h = layers.lstm_update(z, c)
+    if not self.layer_norm:
+      c, h = layers.lstm_update(z, c)
+      return (c, h), h
+    # Per gate: normalised over the map, then its own scale and bias per channel (the forget
+    # gate's bias starts at forget_bias, as the unnormalised cell's does).
+    z = z.reshape(*z.shape[:-1], 4, n)
+    gate_bias = lambda key, shape, dtype=jnp.float32: bias_init(key, (4 * n,), dtype).reshape(shape)
+    space = tuple(range(1, z.ndim - 2))  # [B, h, w, 4, F]: over h, w and F, per gate
+    z = nn.LayerNorm(
+      reduction_axes=(*space, -1), feature_axes=(-2, -1), bias_init=gate_bias, name="gate_norm"
+    )(z)
+    i, f, g, o = (z[..., k, :] for k in range(4))
+    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+    cell_norm = nn.LayerNorm(reduction_axes=(*space, -1), name="cell_norm")
+    h = nn.sigmoid(o) * jnp.tanh(cell_norm(c))
     return (c, h), h
 
   def initialize_carry(self, rng, input_shape):
@@ -176,15 +202,13 @@ class CDNAHead(nn.Module):
   @nn.compact
   def __call__(self, h):
     b = h.shape[0]
-    x = nn.relu(Conv(self.features, 1, 1, self.conv_impl, name="reduce")(h)).reshape(b, -1)
+    x = Conv(self.features, 1, 1, self.conv_impl, name="reduce")(h).reshape(b, -1)
     n = self.size * self.size
     # Kernels start near the identity (the centre tap's logit 4 above the rest: 0.4 of the mass
     # at zero displacement for a 9x9 kernel), i.e. near the copy-last-frame prediction.
     centre = jnp.zeros(n).at[n // 2].set(4.0)
     bias_init = lambda key, shape, dtype=jnp.float32: jnp.tile(centre, shape[0] // n).astype(dtype)
-    logits = nn.Dense(
-      self.num_kernels * n, kernel_init=nn.initializers.zeros_init(), bias_init=bias_init
-    )(x)
+    logits = nn.Dense(self.num_kernels * n, bias_init=bias_init)(x)
     return nn.softmax(logits.reshape(b, self.num_kernels, n), axis=-1)
 
 
@@ -200,6 +224,7 @@ class _PredictorStep(nn.Module):
   output: str = "pixels"
   cdna_kernels: int = 2
   cdna_size: int = 9
+  layer_norm: bool = False
 
   @nn.compact
   def __call__(self, carry, xs):
@@ -210,7 +235,12 @@ class _PredictorStep(nn.Module):
     new_cells = []
     for i, width in enumerate(self.hidden):
       cell = ConvLSTMCell(
-        width, self.kernel_size, self.forget_bias, self.conv_impl, name=f"convlstm{i}"
+        width,
+        self.kernel_size,
+        self.forget_bias,
+        self.conv_impl,
+        self.layer_norm,
+        name=f"convlstm{i}",
       )
       state, h = cell(cells[i], h)  # h: [B, h, w, width]
       new_cells.append(state)
@@ -249,6 +279,7 @@ class FramePredictor(nn.Module):
       moved by predicted kernels with a drawn frame; see the module).
     cdna_kernels: kernels per step of the "cdna" output.
     cdna_size: their side (odd): the largest displacement per frame is cdna_size // 2 pixels.
+    layer_norm: layer-normalised ConvLSTM cells (see `ConvLSTMCell`).
   """
 
   encoder: Sequence[int] = (16, 32)
@@ -261,6 +292,7 @@ class FramePredictor(nn.Module):
   output: str = "pixels"
   cdna_kernels: int = 2
   cdna_size: int = 9
+  layer_norm: bool = False
 
   @nn.compact
   def __call__(
@@ -319,6 +351,7 @@ class FramePredictor(nn.Module):
       self.output,
       self.cdna_kernels,
       self.cdna_size,
+      self.layer_norm,
       name="step",
     )
     _, logits = step((cells, previous), (inputs, use_true))  # [T-1, B, H, W, C]
@@ -374,8 +407,11 @@ CLIP = (20, 64, 64, 1)  # Moving MNIST: [T, H, W, C]
 PRESETS = {
   # Encoder 64 -> 16 (16, 32 channels), two ConvLSTM(32) layers, sub-pixel decoder with skips.
   "convlstm_predictor": Preset(FramePredictor, {}, CLIP, 190_596, {}),
-  # The same, moving the input frame by 2 predicted 9x9 kernels (CDNA) composited with a drawn one.
-  "convlstm_cdna": Preset(FramePredictor, {"output": "cdna"}, CLIP, 526_266, {}),
+  # Layer-normalised ConvLSTMs, moving the input frame by 2 predicted 9x9 kernels (CDNA),
+  # composited with a drawn frame.
+  "convlstm_cdna": Preset(
+    FramePredictor, {"output": "cdna", "layer_norm": True}, CLIP, 526_906, {}
+  ),
   # The same encoder, one ConvLSTM(32), mean-pooled last state; 4 orientation classes.
   "video_classifier": Preset(VideoClassifier, {}, CLIP, 78_788, {"num_classes": 4}),
 }

@@ -198,3 +198,25 @@ def test_cdna_predictor_outputs_logits_of_a_composite_and_learns():
     video.FramePredictor(**SMALL, output="cdna", cdna_size=4).init(KEY, clip, train=False)
   with pytest.raises(ValueError, match="unknown predictor output"):
     video.FramePredictor(**SMALL, output="flow").init(KEY, clip, train=False)
+
+
+def test_layer_norm_cell_normalises_over_the_map_and_keeps_gradients_finite():
+  cell = video.ConvLSTMCell(features=4, kernel_size=3, layer_norm=True)
+  x = np.zeros((2, 9, 8, 8, 3), np.float32)  # [B, T, H, W, C]: mostly empty, as Moving MNIST
+  x[:, :, 2:4, 3:5] = 1.0
+  rnn = nn.RNN(cell)
+  variables = jax.jit(rnn.init)(KEY, jnp.asarray(x))
+  norm = variables["params"]["cell"]["gate_norm"]
+  assert norm["scale"].shape == norm["bias"].shape == (4, 4)
+  np.testing.assert_array_equal(norm["bias"][1], [1.0] * 4)  # the forget gate's bias
+  np.testing.assert_array_equal(variables["params"]["cell"]["gates"]["bias"], np.zeros(16))
+  # Gate weights 10x larger give the same states: the gates see normalised pre-activations
+  # (an unnormalised cell would saturate).
+  scaled = jax.tree.map(lambda a: a, variables)
+  scaled["params"]["cell"]["gates"]["kernel"] = 10.0 * scaled["params"]["cell"]["gates"]["kernel"]
+  outputs = jax.jit(rnn.apply)(variables, jnp.asarray(x))
+  np.testing.assert_allclose(jax.jit(rnn.apply)(scaled, jnp.asarray(x)), outputs, atol=1e-4)
+  assert float(jnp.abs(outputs).std()) > 0.05
+  grads = jax.jit(jax.grad(lambda v: (rnn.apply(v, jnp.asarray(x)) ** 2).sum()))(variables)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(grads)) < 1e3
