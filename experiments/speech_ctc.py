@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     del config[key]
   config.seed = 0
   config.xla.cpu_ynn_fusions = True  # faster for recurrent steps on XLA:CPU
-  config.data = data.data_config("speech", batch_size=32, eval_batch_size=200)
+  config.data = data.data_config("speech", num_train=40_000, batch_size=32, eval_batch_size=200)
   config.model = models.model_config("speech_bilstm")
   config.spec_augment = audio.spec_augment_config(
     freq_masks=2, freq_width=6, time_masks=2, time_width=8, vtlp=0.1
@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.evaluators = ml_collections.ConfigDict(
     {"eval": dict(type="speech", pred="predict", batch_size=0, beam_width=0, num_examples=5)}
   )
-  config.num_train_steps = 4000
+  config.num_train_steps = 8000
   config.log_every_steps = 100
   config.eval_every_steps = 1000
   config.checkpoint.every_steps = 500
