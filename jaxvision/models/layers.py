@@ -21,12 +21,13 @@ def forget_bias_init(features: int, value: float):
   return init
 
 
-def lstm_update(z: jnp.ndarray, c: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def lstm_update(z: jnp.ndarray, c: jnp.ndarray, cell_norm=None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """The LSTM state update from fused gate pre-activations z [..., 4F] (input, forget, candidate,
-  output) and the cell state c [..., F]: the new (c, h)."""
+  output) and the cell state c [..., F]: the new (c, h), h read through `cell_norm(c)` if given
+  (a layer-normalised LSTM's output)."""
   i, f, g, o = jnp.split(z, 4, axis=-1)
   c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+  return c, jax.nn.sigmoid(o) * jnp.tanh(c if cell_norm is None else cell_norm(c))
 
 
 def zero_carry(input_shape, features: int) -> tuple[jnp.ndarray, jnp.ndarray]:

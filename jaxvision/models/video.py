@@ -84,10 +84,8 @@ class ConvLSTMCell(nn.RNNCellBase):
     z = nn.LayerNorm(
       reduction_axes=(*space, -1), feature_axes=(-2, -1), bias_init=gate_bias, name="gate_norm"
     )(z)
-    i, f, g, o = (z[..., k, :] for k in range(4))
-    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
     cell_norm = nn.LayerNorm(reduction_axes=(*space, -1), name="cell_norm")
-    h = nn.sigmoid(o) * jnp.tanh(cell_norm(c))
+    c, h = layers.lstm_update(z.reshape(*z.shape[:-2], 4 * n), c, cell_norm)
     return (c, h), h
 
   def initialize_carry(self, rng, input_shape):
