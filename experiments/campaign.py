@@ -85,7 +85,9 @@ NOTES = [
   "on 40,000 utterances for 8,000 steps; on 20,000 for 4,000 steps (2 seeds; runs/archive) it "
   "had WER 0.76 +- 0.01% and single-digit accuracy 97.62 +- 0.18%, its misses all isolated "
   "words under pink noise (docs/speech_decoded_seed0.txt). This model runs 6.8 steps/s alone "
-  "here (4,000 steps in 587 s); the wall times below were shared with other trainings.",
+  "here (4,000 steps in 587 s); the wall times below were shared with other trainings. Seed 0 "
+  "ran as a pilot at commit 76ae150 with --config.data.num_train=40000 "
+  "--config.num_train_steps=8000, the resolved config the recipe then adopted (29ce432).",
   "Wall times come from a shared 2-core machine that also ran other work (load average up to "
   "~9 during some runs): compare them only roughly; benchmarks/RESULTS.md has quiet timings.",
 ]

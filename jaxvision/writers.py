@@ -62,7 +62,7 @@ MIN_SERIES = 3  # numbered metrics of one prefix folded into one entry from this
 
 
 def progress_entries(scalars: dict) -> list[str]:
-  """ "name value" per metric, each per-class series of MIN_SERIES or more metrics ("eval_iou_0",
+  """Each metric as "name value", but a per-class series of MIN_SERIES or more ("eval_iou_0",
   "eval_iou_1", ...) folded into one "eval_iou_{0..10} 0.8812..0.9931" (lowest..highest) where
   its first member stood; the files (JSONL, TensorBoard) keep every metric."""
   series = {}

@@ -126,11 +126,20 @@ def test_few_adam_steps_reduce_the_frame_loss():
   clip = jnp.asarray(_moving_squares(4, 6))  # [4, 6, 16, 16, 1]
   init = jax.jit(model.init, static_argnames="train")
   params = init(KEY, clip, train=False)["params"]
-  optimizer = optax.adam(1e-2)
 
   def loss_fn(params):
     logits = model.apply({"params": params}, clip, train=True, num_predict=3)
     return video_metrics.frame_bce(logits, clip[:, 3:]).mean()
+
+  losses, step = _adam_losses(loss_fn, params)
+  assert np.isfinite(losses).all()
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert step._cache_size() == 1  # one compilation for every step
+
+
+def _adam_losses(loss_fn, params, steps: int = 15):
+  """The losses of `steps` Adam steps (learning rate 1e-2) on `loss_fn`, and the jitted step."""
+  optimizer = optax.adam(1e-2)
 
   @jax.jit
   def step(params, opt_state):
@@ -139,12 +148,10 @@ def test_few_adam_steps_reduce_the_frame_loss():
     return optax.apply_updates(params, updates), opt_state, loss
 
   opt_state, losses = optimizer.init(params), []
-  for _ in range(15):
+  for _ in range(steps):
     params, opt_state, loss = step(params, opt_state)
     losses.append(float(loss))
-  assert np.isfinite(losses).all()
-  assert losses[-1] < 0.5 * losses[0], losses
-  assert step._cache_size() == 1  # one compilation for every step
+  return losses, step
 
 
 def test_advect_moves_frames_by_one_hot_kernels():
@@ -181,18 +188,7 @@ def test_cdna_predictor_outputs_logits_of_a_composite_and_learns():
   p = jax.nn.sigmoid(logits)  # a composite of probabilities: inside [eps, 1 - eps]
   assert logits.shape == (4, 3, 16, 16, 1)
   assert float(p.min()) >= video.CDNA_EPS * 0.999 and float(p.max()) <= 1 - video.CDNA_EPS * 0.999
-  optimizer = optax.adam(1e-2)
-
-  @jax.jit
-  def step(params, opt_state):
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state, losses = optimizer.init(params), []
-  for _ in range(15):
-    params, opt_state, loss = step(params, opt_state)
-    losses.append(float(loss))
+  losses, _ = _adam_losses(lambda params: loss_fn(params)[0], params)
   assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0], losses
   with pytest.raises(ValueError, match="odd cdna_size"):
     video.FramePredictor(**SMALL, output="cdna", cdna_size=4).init(KEY, clip, train=False)
