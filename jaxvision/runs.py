@@ -67,9 +67,16 @@ class LoadedRun:
     """The run's data set, as its config describes it (with `overrides` of data keys). Keys a
     newer jaxvision added take their defaults and keys it dropped are ignored, so that older
     workdirs still load."""
-    known = data_lib.data_config(self.config.data.source)
-    saved = {k: v for k, v in self.config.data.to_dict().items() if k in known}
-    return data_lib.load_dataset(data_lib.data_config(**{**saved, **overrides}))
+    return run_dataset(self.config, **overrides)
+
+
+def run_dataset(config: ml_collections.ConfigDict, **overrides) -> data_lib.Dataset:
+  """The data set a run's `config` describes, with `overrides` of data keys (for tools that
+  need a run's data but not its model, e.g. `jaxvision.tools.knn`). Keys a newer jaxvision added
+  take their defaults and keys it dropped are ignored, so that older workdirs still load."""
+  known = data_lib.data_config(config.data.source)
+  saved = {k: v for k, v in config.data.to_dict().items() if k in known}
+  return data_lib.load_dataset(data_lib.data_config(**{**saved, **overrides}))
 
 
 def _data_info(config, meta: dict) -> DataInfo:
@@ -79,9 +86,7 @@ def _data_info(config, meta: dict) -> DataInfo:
     return DataInfo.from_dict(meta["data_info"])
   if "image_shape" in meta:
     return DataInfo(tuple(meta["image_shape"]), {"num_classes": meta.get("num_classes", 0)})
-  known = data_lib.data_config(config.data.source)
-  saved = {k: v for k, v in config.data.to_dict().items() if k in known}
-  return DataInfo.of(data_lib.load_dataset(data_lib.data_config(**saved)))
+  return DataInfo.of(run_dataset(config))
 
 
 def load_run(workdir: str, strategy: parallel.Strategy | None = None) -> LoadedRun:
