@@ -221,3 +221,35 @@ def test_an_analysis_of_a_sweep_not_in_the_campaign_is_one_line(tmp_path):
   )
   with pytest.raises(campaign.CampaignError, match="no sweep of 'experiments/mnist_dcgan.py:idx'"):
     campaign.load(str(path))
+
+
+def test_a_table_with_no_run_here_is_carried_from_the_report_it_replaces(tmp_path):
+  """On a machine without a table's runs (a fresh clone), rewriting the report keeps that
+  table's rows as measured, marked, instead of dropping them; without an earlier report the
+  sweep is noted as not run."""
+  import types
+
+  from jaxvision.tools import report
+
+  measured = {
+    "command": "python -m jaxvision.main --config=experiments/mnist_cnn.py:idx",
+    "config": {"seed": 0, "data": {"fold": 0}, "model": {"name": "cnn_a"}},
+    "final": {"eval_accuracy": 0.987},
+    "metrics": [{"name": "eval_accuracy", "label": "accuracy", "format": "percent"}],
+    "workdir": "elsewhere/data.fold=0",
+    "table": "Old",
+  }
+  out = tmp_path / "RESULTS.md"
+  out.write_text(report.render([measured], "T", "cmd"))
+  sweeps = [campaign.Sweep("experiments/mnist_cnn.py:idx", axes={"data.fold": [0]}, table="Old")]
+  plans = campaign.plan(sweeps, str(tmp_path / "runs"))
+  module = types.SimpleNamespace(TITLE="T", NOTES=["A note."])
+  text = campaign.report(module, sweeps, plans, str(out), None, "cmd")
+  assert "## Old" in text and "98.70%" in text and f"*{campaign.CARRIED}*" in text
+  assert "no row yet" not in text and "Note: A note." in text
+  assert out.read_text() == text
+  out.unlink()
+  text = campaign.report(module, sweeps, plans, str(out), None, "cmd")
+  assert (
+    "## Old" not in text and "1 of 1 points not finished or stale (data.fold=0); no row yet" in text
+  )

@@ -348,3 +348,40 @@ def test_named_sweep_points_are_labelled_by_their_names(tmp_path):
   _write(tmp_path / "seeds" / "seed=1", _record(1, 0.003, _final(0.9, 0.3)))
   runs, _ = report.load_runs([str(tmp_path / "seeds")])
   assert "optimizer.learning_rate=" in report.group_runs(runs)[0].label  # k=v names: the keys
+
+
+def test_tables_without_runs_here_are_carried_from_the_previous_report():
+  """A report rewritten where only one table's runs exist keeps the others as they were, in
+  their places, marked, with every row renumbered and each "best" line following its row."""
+
+  def runs(table, lrs, accuracy, **extra):
+    return [
+      {**_record(0, lr, _final(accuracy + i / 100, 0.1)), "table": table, "workdir": f"{table}{i}"}
+      | extra
+      for i, lr in enumerate(lrs)
+    ]
+
+  gan = {"classifier": "cnn_a from runs/x", "metrics_caveat": "IS on our features"}
+  before = [*runs("A", (1, 2), 0.5), *runs("B", (3,), 0.6), *runs("C", (4, 5), 0.7, **gan)]
+  previous = report.render(before, "T", "cmd", ["old note"])
+  now = report.render(runs("B", (3, 6), 0.9), "T", "cmd", ["new note"])
+  text, carried = report.carry_tables(now, previous, {"A", "C", "D"}, "Carried.")
+  assert carried == ["A", "C"]
+  headings = [line for line in text.splitlines() if line.startswith("## ")]
+  assert headings == ["## A", "## B", "## C"]
+  rows = [line.split(" | ")[:2] for line in text.splitlines() if line[:3] == "| " + line[2:3]]
+  rows = [r for r in rows if r[0][2:].isdigit()]
+  assert [r[0] for r in rows] == ["| 1", "| 2", "| 3", "| 4", "| 5", "| 6"]
+  section = lambda name: text.split(f"## {name}\n")[1].split("\n## ")[0]
+  assert section("A").startswith("\n*Carried.*\n") and "Carried" not in section("B")
+  assert "91.00%" in section("B") and "60.00%" not in section("B")  # B's new rows
+  assert "row 2, A1." in section("A")  # 51% beats 50%
+  assert "row 6, C1." in section("C")  # was row 5
+  assert "4. `python -m jaxvision.main" in section("B") and "6. `python" in section("C")
+  assert "Note: new note" in text and "old note" not in text
+  assert "Metrics: IS on our features." in text
+  assert "Features of C0: cnn_a from runs/x." in text
+  assert text.endswith("Note: new note\n")
+  # nothing to carry: unchanged
+  assert report.carry_tables(now, previous, {"B"}, "Carried.") == (now, [])
+  assert report.carry_tables(previous, previous, {"A", "B", "C"}, "x") == (previous, [])

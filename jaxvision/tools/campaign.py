@@ -30,6 +30,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -129,6 +130,13 @@ def _values(values) -> str:
   from jaxvision.tools import sweep
 
   return ",".join(sweep.format_value(v) for v in values)
+
+
+CARRIED = (
+  "Carried from the previous report: none of this table's runs is on the machine that wrote "
+  "this one, so its rows are as they were measured (by the commit and machine each names); "
+  "rerun its sweeps to regenerate it."
+)
 
 
 class CampaignError(Exception):
@@ -279,15 +287,18 @@ def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
 
 
 def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> str:
-  """Writes the report of every finished, current point to `out`; returns its text."""
+  """Writes the report of every finished, current point to `out`; returns its text. A table
+  none of whose runs is here (another machine ran them) is carried from the `out` it replaces,
+  marked as such (`jaxvision.tools.report.carry_tables`)."""
   from jaxvision.tools import report as report_lib
 
-  runs, notes, curves = [], [], []
+  runs, notes, curves, absent = [], [], [], []  # notes: (table, text)
   for s, p in zip(sweeps, plans, strict=True):
     if isinstance(s, Analysis):
       records, missing = analysis_records(s, p)
       runs += records
-      notes += missing
+      notes += [(s.table, n) for n in missing]
+      absent += [] if records else [s.table]
       continue
     current = current_points(p)
     loaded = [
@@ -301,14 +312,26 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
     ]
     runs += loaded
     curves += loaded
+    table = s.table or f"`{s.config.partition(':')[0]}`"
+    absent += [] if current else [table]
     missing = [pt["name"] for pt in p["points"] if pt not in current]
     if missing:
       notes.append(
-        f"`{p['config']}` ({p['sweep_dir']}): {len(missing)} of {len(p['points'])} points not "
-        f"finished or stale ({', '.join(missing)})"
-        + ("; its row shows the finished ones." if current else "; no row yet.")
+        (
+          table,
+          f"`{p['config']}` ({p['sweep_dir']}): {len(missing)} of {len(p['points'])} points not "
+          f"finished or stale ({', '.join(missing)})"
+          + ("; its row shows the finished ones." if current else "; no row yet."),
+        )
       )
-  notes += list(getattr(module, "NOTES", ()))
+  previous = ""
+  if os.path.isfile(out):
+    with open(out, encoding="utf-8") as f:
+      previous = f.read()
+  here = {r.get("table") for r in runs}
+  headings = set(re.findall(r"^## (.+)$", previous, flags=re.M))
+  carry = [t for t in dict.fromkeys(absent) if t not in here and t in headings]
+  notes = [n for t, n in notes if t not in carry] + list(getattr(module, "NOTES", ()))
   references = {s.config: s.published for s in sweeps if isinstance(s, Sweep) and s.published}
   names = {s.config: s.table for s in sweeps if isinstance(s, Sweep) and s.table}
   names.update({s.key: s.table for s in sweeps if isinstance(s, Analysis) and s.table})
@@ -320,6 +343,7 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
   text = report_lib.render(
     runs, title, command, notes, references=references, table_plots=table_plots, table_names=names
   )
+  text, _ = report_lib.carry_tables(text, previous, carry, CARRIED)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w", encoding="utf-8") as f:
     f.write(text)

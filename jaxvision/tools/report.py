@@ -379,8 +379,9 @@ def _backend(run: dict) -> str:
 
 
 def _params(run: dict) -> str:
+  """ "name (parameters)": a tool's record may name its own model (e.g. a k-NN's)."""
   model = (run.get("config") or {}).get("model", {})
-  name = model.get("name") if isinstance(model, dict) else None
+  name = run.get("model") or (model.get("name") if isinstance(model, dict) else None)
   count = run.get("num_params")
   count = f"{count:,}" if isinstance(count, int) else "?"
   return f"{name} ({count})" if name else count
@@ -521,6 +522,94 @@ def render(
   if notes:
     lines += ["", *[f"Note: {n}" for n in notes]]
   return "\n".join(lines) + "\n"
+
+
+_FOOTER = re.compile(r"^(Metrics: |Features of |Note: |## Learning curves$)")
+
+
+def _sections(text: str) -> tuple[list[str], list[tuple[str, list[str]]], list[str]]:
+  """A rendered report split into its head, its tables ((name, lines) from a "## name" heading
+  to the next) and its footer (the "Metrics:", "Features of" and "Note:" lines)."""
+  head, sections, footer = [], [], []
+  for line in text.splitlines():
+    if footer or _FOOTER.match(line):
+      footer.append(line)
+    elif line.startswith("## "):
+      sections.append((line[3:], [line]))
+    elif sections:
+      sections[-1][1].append(line)
+    else:
+      head.append(line)
+  return head, sections, footer
+
+
+def _renumber(lines: list[str], first: int) -> tuple[list[str], int]:
+  """A table section's rows renumbered from `first` (its rows, its command list and its "best"
+  line); returns the lines and the next free number."""
+  numbers: dict[str, str] = {}
+  for line in lines:
+    m = re.match(r"^\| (\d+) \| ", line)
+    if m:
+      numbers[m.group(1)] = str(first + len(numbers))
+  out = []
+  for line in lines:
+    line = re.sub(r"^\| (\d+) \| ", lambda m: f"| {numbers[m.group(1)]} | ", line)
+    line = re.sub(r"^(\d+)\. `", lambda m: f"{numbers.get(m.group(1), m.group(1))}. `", line)
+    line = re.sub(
+      r"^(Best .*\): row )(\d+),", lambda m: f"{m.group(1)}{numbers.get(m.group(2), m.group(2))},",
+      line,
+    )  # fmt: skip
+    out.append(line)
+  return out, first + len(numbers)
+
+
+def carry_tables(text: str, previous: str, names, why: str) -> tuple[str, list[str]]:
+  """`text` (a rendered report) with the tables named in `names` copied from `previous` (the
+  report it replaces), for tables none of whose runs are on this machine: each in its earlier
+  place among the others, marked with `why`, its rows renumbered with the rest; the earlier
+  "Metrics:" and "Features of" lines of its rows come too. Returns the text and the names of
+  the tables carried."""
+  head, new, footer = _sections(text)
+  _, old, old_footer = _sections(previous)
+  present = {name for name, _ in new}
+  carried = [(n, lines) for n, lines in old if n in set(names) and n not in present]
+  if not carried:
+    return text, []
+  out = list(new)
+  for i, (name, lines) in enumerate(old):
+    if (name, lines) not in carried:
+      continue
+    marker = f"*{why}*"
+    marked = (name, lines if marker in lines else [lines[0], "", marker, *lines[1:]])
+    # after the nearest earlier table of the old report that this one has, else first
+    before = [n for n, _ in old[:i]]
+    at = max((j + 1 for j, (n, _) in enumerate(out) if n in before), default=0)
+    out.insert(at, marked)
+  body, row = [], 1
+  for _, lines in out:
+    lines, row = _renumber(lines, row)
+    while lines and not lines[-1]:
+      lines = lines[:-1]
+    body += [*lines, ""]
+  labels = {
+    line.split(" | ")[1] for _, lines in carried for line in lines if re.match(r"^\| \d+ \| ", line)
+  }
+  extra = [
+    line
+    for line in old_footer
+    if line not in footer
+    and (
+      line.startswith("Metrics: ")
+      or any(line.startswith(f"Features of {label}: ") for label in labels)
+    )
+  ]
+  notes = [line for line in footer if line.startswith("Note: ")]
+  rest = [line for line in footer if not line.startswith("Note: ")]
+  while rest and not rest[-1]:
+    rest = rest[:-1]
+  rest += extra
+  lines = [*head, *body, *rest, *([""] if rest and notes else []), *notes]
+  return "\n".join(lines).rstrip("\n") + "\n", [n for n, _ in carried]
 
 
 def read_curves(path: str) -> dict[str, dict[int, float]]:
