@@ -18,7 +18,8 @@ training, nor is the accent `heldout_accent`. The eval split has two groups, nam
 accents) and "accent" (the next `num_eval_accent`: held-out voices in the held-out accent). A
 family is drawn uniformly, then a variant of it. Lengths are balanced: the utterance at position
 p of the train split or of an eval group has min_digits + p % (max_digits - min_digits + 1)
-digits, so every eval group holds as many utterances of each length.
+digits, so every eval group holds as many utterances of each length; `train_digit_counts` sets
+another cycle for the train split alone.
 
 An example: `inputs` [T, n_mels] float32 log-mel frames (`jaxvision.data.audio`, 25 ms every
 10 ms by default, each band normalised over the utterance, zero beyond its real frames),
@@ -68,6 +69,9 @@ DEFAULTS = dict(
   num_eval_accent=1_400,  # group "accent": held-out voices in heldout_accent (0: no group)
   min_digits=1,
   max_digits=7,
+  # the digits per training utterance, cycled over its positions (e.g. (1, 1, 2, 3, 4, 5, 6, 7):
+  # a quarter isolated words); empty: balanced as the eval groups are
+  train_digit_counts=(),
   oh_prob=0.3,  # chance that a 0 is said "oh" (else "zero")
   heldout_accent="en-gb-scotland",  # one of ACCENTS, never heard in training
   heldout_voices_every=4,  # families [k-1::k] of the variants (by name) are held out
@@ -88,6 +92,9 @@ DEFAULTS = dict(
   hop_ms=10.0,  # frame step
 )
 _COUNTS = ("num_train", "num_eval", "num_eval_accent")
+# Keys only the train split depends on, hashed into its cache name alone, and only when set
+# (added after caches existed: at their default the names stay as they were).
+_TRAIN_ONLY = ("train_digit_counts",)
 FORMAT = 1  # of the cached arrays: raised whenever the code makes other features from a config
 
 
@@ -140,6 +147,12 @@ def validate(config) -> None:
         f"data.min_{name}={low}, data.max_{name}={high}: need min <= max, within "
         f"[{lowest}, {highest}]"
       )
+  counts = tuple(config.train_digit_counts)
+  if not all(config.min_digits <= n <= config.max_digits for n in counts):
+    raise ValueError(
+      f"data.train_digit_counts={counts}: each must be in [data.min_digits, data.max_digits] = "
+      f"[{config.min_digits}, {config.max_digits}]"
+    )
   if not 0.0 <= config.oh_prob <= 1.0:
     raise ValueError(f"data.oh_prob={config.oh_prob} must be in [0, 1]")
   if config.max_word_gap < 0 or config.max_silence < 0:
@@ -188,7 +201,10 @@ class UtteranceMaker:
     group = max(g for g, (_, start, _, _, _) in enumerate(self.groups) if index >= start)
     _, start, _, accents, families = self.groups[group]
     rng = np.random.default_rng([seed, index])
-    count = c.min_digits + (index - start) % (c.max_digits - c.min_digits + 1)
+    if self.split == "train" and c.train_digit_counts:
+      count = c.train_digit_counts[(index - start) % len(c.train_digit_counts)]
+    else:
+      count = c.min_digits + (index - start) % (c.max_digits - c.min_digits + 1)
     digits = rng.integers(0, 10, count)
     oh = (digits == 0) & (rng.random(count) < c.oh_prob)
     accent = accents[rng.integers(len(accents))]
@@ -251,7 +267,9 @@ class UtteranceMaker:
 
 def cache_name(config, split: str) -> str:
   """The cache file of a split: its size, the eSpeak NG version, a hash of every other key."""
-  keys = {k: config[k] for k in sorted(DEFAULTS) if k not in _COUNTS}
+  keys = {k: config[k] for k in sorted(DEFAULTS) if k not in (*_COUNTS, *_TRAIN_ONLY)}
+  if split == "train":
+    keys.update({k: list(config[k]) for k in _TRAIN_ONLY if config[k]})
   keys["variants"], keys["format"] = list(espeak.variants()), FORMAT
   digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
   size = config.num_train if split == "train" else f"{config.num_eval}+{config.num_eval_accent}"

@@ -215,6 +215,16 @@ def test_the_source_pads_normalised_features_and_reads_them_back_from_the_cache(
 
 
 @needs_espeak
+def test_train_digit_counts_cycle_in_the_train_split_alone():
+  config = tiny_config(train_digit_counts=(1, 1, 3))
+  train, eval_ = speech.UtteranceMaker(config, "train"), speech.UtteranceMaker(config, "eval")
+  assert [len(train.sample(0, i)["digits"]) for i in range(6)] == [1, 1, 3, 1, 1, 3]
+  assert [len(eval_.sample(1, i)["digits"]) for i in range(7)] == [1, 2, 3, 4, 5, 6, 7]
+  balanced = speech.UtteranceMaker(tiny_config(), "train")
+  assert [len(balanced.sample(0, i)["digits"]) for i in range(8)] == [1, 2, 3, 4, 5, 6, 7, 1]
+
+
+@needs_espeak
 def test_the_cache_name_holds_every_key_and_the_synthesizer_version():
   config = tiny_config()
   names = {split: speech.cache_name(config, split) for split in ("train", "eval")}
@@ -228,6 +238,10 @@ def test_the_cache_name_holds_every_key_and_the_synthesizer_version():
     changed = tiny_config(**{key: value})
     assert speech.cache_name(changed, "train") != names["train"], key
     assert speech.cache_name(changed, "eval") != names["eval"], key
+  # a train-only key names another train cache, the same eval cache, and at its default none
+  singles = tiny_config(train_digit_counts=(1, 1, 2))
+  assert speech.cache_name(singles, "train") != names["train"]
+  assert speech.cache_name(singles, "eval") == names["eval"]
   more = tiny_config(num_train=32)
   assert speech.cache_name(more, "train") != names["train"]
   assert speech.cache_name(more, "eval") == names["eval"]  # the eval split is the same
@@ -236,6 +250,7 @@ def test_the_cache_name_holds_every_key_and_the_synthesizer_version():
 def test_bad_settings_name_the_key():
   for changes, match in [
     (dict(min_digits=0), "min_digits"),
+    (dict(train_digit_counts=(1, 8)), r"data.train_digit_counts=\(1, 8\): each must be in"),
     (dict(heldout_accent="en-xx"), "heldout_accent"),
     (dict(min_snr_db=30.0, max_snr_db=10.0), "min_snr_db"),
     (dict(max_rate=500), "max_rate"),
