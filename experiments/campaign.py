@@ -30,6 +30,9 @@ NOTES = [
   "Moving-MNIST classification >= the single-frame control + 50 points; Moving-MNIST prediction "
   "MSE <= 0.5x copy-last with SSIM above copy-last's. A target not met shows its number.",
   f"Published numbers: {MNIST1D_PAPER}, its Table 1 (human 96%).",
+  "k-NN floor (jaxvision.tools.knn on each fold of CNN A's sweep; its model is not used): every "
+  "held-out image takes the majority label of its k nearest of the fold's 8,000 training images "
+  "by Euclidean distance on the raw pixels (a tie: the nearest tied neighbour's label).",
   "A commit marked -dirty on rows from commits c3ff426 and b84f657: the campaign's own checkout "
   "had its generated RESULTS.md rewritten, no code change (since the commit that added this "
   "note, only changes to jaxvision/, experiments/ or pyproject.toml mark a run dirty).",
@@ -132,6 +135,13 @@ def get_campaign():
     Sweep("experiments/mnist_cnn.py:idx", table=offline),
     Sweep("experiments/mnist_cnn.py:idx", axes={"model.name": ["cnn_b"]}, table=offline),
     Sweep("experiments/seqmnist_lstm.py:idx", table=offline),
+    Analysis(  # the floor: k-NN on the raw pixels of each of CNN A's folds
+      "experiments/mnist_cnn.py:idx",
+      "jaxvision.tools.knn",
+      "k",
+      (1, 3),
+      table="Offline MNIST, the same 5 folds: k-nearest neighbours on raw pixels (the floor)",
+    ),
     # Moving-MNIST: motion classification and its control.
     Sweep("experiments/moving_mnist_classify.py:clips", axes=seeds2, table=motion),
     Sweep("experiments/moving_mnist_classify.py:single_frame", axes=seeds2, table=motion),
