@@ -104,6 +104,7 @@ def gan_base_config() -> ml_collections.ConfigDict:
       r1_gamma=0.0,  # R1 penalty weight on real images (0: off)
       r1_every=1,  # lazy R1 (StyleGAN2): on every k-th step, weighted by k
       conditional=False,  # class labels into G and a projection D ("make a 7")
+      class_loss_weight=0.0,  # conditional: D also classifies, G is asked its labels (AC-GAN)
       generator=models.model_config("dcgan_generator"),
       discriminator=models.model_config("dcgan_discriminator"),
       g_optimizer=optim.optimizer_config(**adam),

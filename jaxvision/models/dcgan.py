@@ -138,7 +138,9 @@ class Discriminator(nn.Module):
   SN-GAN discriminators usually turn batch norm off (`batch_norm=False`).
 
   A conditional discriminator is a projection discriminator (Miyato & Koyama 2018): with
-  phi(x) the flattened last feature map, logit = psi(phi(x)) + <embed(y), phi(x)>.
+  phi(x) the flattened last feature map, logit = psi(phi(x)) + <embed(y), phi(x)>. With
+  `class_head` it also classifies (AC-GAN, Odena et al. 2017): a dense layer on phi(x) gives class
+  logits [B, num_classes], returned after the real-vs-fake logits as `(logits, class_logits)`.
 
   With `dropout_rate` > 0 a training pass needs `rngs={"dropout": key}`.
 
@@ -149,6 +151,7 @@ class Discriminator(nn.Module):
     spectral_norm: spectrally normalise the convs, the dense layer and the class embedding.
     num_classes: 0 for an unconditional discriminator, else the number of classes of `labels`.
     dropout_rate: dropout after each LeakyReLU in training (none at evaluation).
+    class_head: also return class logits (needs num_classes > 0).
     axis_name: the `pmap` axis over which batch norm averages its batch statistics.
   """
 
@@ -158,6 +161,7 @@ class Discriminator(nn.Module):
   spectral_norm: bool = False
   num_classes: int = 0
   dropout_rate: float = 0.0
+  class_head: bool = False
   axis_name: str | None = None
 
   @nn.compact
@@ -192,6 +196,10 @@ class Discriminator(nn.Module):
         embedding_init=nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=-1),
       )
       logits = logits + jnp.sum(layer(embed, labels) * phi, -1)  # [B]
+    if self.class_head:
+      if self.num_classes <= 0:
+        raise ValueError("Discriminator(class_head=True) needs num_classes > 0")
+      return logits, layer(nn.Dense(self.num_classes, name="class_head"), phi)  # [B], [B, K]
     return logits
 
 

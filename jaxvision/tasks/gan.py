@@ -9,8 +9,9 @@ mostly the random initialisation) is what evaluation samples from. Everything li
 Small-data options (config keys): `augment` (DiffAugment policy applied alike to real and generated
 images the discriminator sees, e.g. "translation,cutout"), `r1_gamma` (R1 gradient penalty on real
 images; `r1_every` > 1 makes it lazy), spectral normalisation and dropout of D
-(`discriminator.spectral_norm`, `discriminator.dropout_rate`), and `conditional` (labels into G
-and a projection D).
+(`discriminator.spectral_norm`, `discriminator.dropout_rate`), `conditional` (labels into G
+and a projection D) and, for a conditional GAN, `class_loss_weight` (AC-GAN: D also learns to
+classify real images, and G is trained to make images D classifies as the labels it was given).
 """
 
 from __future__ import annotations
@@ -48,13 +49,27 @@ class GANState(flax.struct.PyTreeNode):
 
 def create_models(config, image_shape, axis_name: str | None = None, num_classes: int = 0):
   """(generator, discriminator) from `config.generator` / `config.discriminator` (the registry);
-  `num_classes` > 0 makes both class-conditional."""
+  `num_classes` > 0 makes both class-conditional, and `config.class_loss_weight` > 0 gives the
+  discriminator a class head."""
   shape = tuple(image_shape)
   g = models.create_model(
     config.generator, output_shape=shape, axis_name=axis_name, num_classes=num_classes
   )
-  d = models.create_model(config.discriminator, axis_name=axis_name, num_classes=num_classes)
+  head = {"class_head": True} if config.get("class_loss_weight", 0.0) > 0 else {}
+  d = models.create_model(
+    config.discriminator, axis_name=axis_name, num_classes=num_classes, **head
+  )
   return g, d
+
+
+def _split_logits(out) -> tuple:
+  """(real-vs-fake logits [B], class logits [B, K] or None) of a discriminator's output."""
+  return out if isinstance(out, tuple) else (out, None)
+
+
+def _class_loss(class_logits, labels) -> jax.Array:
+  """Mean cross-entropy of class logits [B, K] against labels [B]."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(class_logits, labels))
 
 
 def _labels_arg(module, batch: int) -> tuple:
@@ -119,6 +134,7 @@ def train_step(
   with_r1: bool | None = None,
   conditional: bool = False,
   num_classes: int = 0,
+  class_loss_weight: float = 0.0,
   axis_name: str | None = None,
 ):
   """One discriminator update, then one generator update against the updated discriminator.
@@ -145,13 +161,19 @@ def train_step(
     conditional: labels [B] (batch["targets"]) condition D on real images; generated images get
       labels drawn uniformly from `num_classes`.
     num_classes: the number of classes (conditional only).
+    class_loss_weight: AC-GAN (conditional, a discriminator with a class head): the weight of
+      the class cross-entropy of D on real images (its labels) in D's loss and of D's class head
+      on generated images (the labels asked for) in G's loss; 0: off.
     axis_name: the device axis under pmap (gradients, metrics, batch statistics averaged over
       it); None under sharded jit.
 
   Returns:
     (new state, {"d_loss", "g_loss", "d_real", "d_fake"}), d_real/d_fake the mean probability
-    the discriminator gives real and generated images.
+    the discriminator gives real and generated images; with a class loss also "d_class_loss"
+    and "g_class_loss" (the cross-entropies, unweighted).
   """
+  if class_loss_weight > 0 and not conditional:
+    raise ValueError("class_loss_weight > 0 needs a conditional GAN (labels to classify)")
   real = batch["inputs"]
   batch_size = parallel.global_batch_size(real.shape[0], axis_name)
   step_key = jax.random.fold_in(key, state.step)
@@ -181,24 +203,32 @@ def train_step(
 
   # Discriminator: real and generated batches pass separately (own batch statistics).
 
+  with_class = class_loss_weight > 0
+  no_class_loss = jnp.zeros((), jnp.float32)
+
   def d_objective(d_params, with_r1):
-    def d_real(x):
-      return _apply(
+    def d_real(x):  # -> (logits, (stats, class logits or None))
+      out, stats = _apply(
         state.d_apply, d_params, state.d_batch_stats, x, *real_labels, train=True, rng=d_drop
       )
+      logits, class_logits = _split_logits(out)
+      return logits, (stats, class_logits)
 
     real_in = aug(aug_keys[0], real)
     if with_r1:
-      r1, (real_logits, stats) = gan_losses.r1_penalty(d_real, real_in, has_aux=True)
+      r1, (real_logits, (stats, real_class)) = gan_losses.r1_penalty(d_real, real_in, has_aux=True)
       r1 = r1 * r1_every
     else:
-      (real_logits, stats), r1 = d_real(real_in), jnp.zeros((), jnp.float32)
+      (real_logits, (stats, real_class)), r1 = d_real(real_in), jnp.zeros((), jnp.float32)
     fake_in = aug(aug_keys[1], jax.lax.stop_gradient(fake))
-    fake_logits, stats = _apply(
+    fake_out, stats = _apply(
       state.d_apply, d_params, stats, fake_in, *fake_labels, train=True, rng=d_drop
     )
+    fake_logits, _ = _split_logits(fake_out)
     d_loss = d_loss_fn(real_logits, fake_logits, loss)
-    return d_loss + 0.5 * r1_gamma * r1, (stats, real_logits, fake_logits, d_loss, r1)
+    class_loss = _class_loss(real_class, real_labels[0]) if with_class else no_class_loss
+    total = d_loss + 0.5 * r1_gamma * r1 + class_loss_weight * class_loss
+    return total, (stats, real_logits, fake_logits, d_loss, r1, class_loss)
 
   def d_grad(with_r1):
     return lambda d_params: jax.value_and_grad(
@@ -209,7 +239,7 @@ def train_step(
     d_out = jax.lax.cond(state.step % r1_every == 0, d_grad(True), d_grad(False), state.d_params)
   else:  # lazy R1 decided by the caller, or R1 on every step (or never)
     d_out = d_grad(r1_gamma > 0 and with_r1 is not False)(state.d_params)
-  (_, (d_stats, real_logits, fake_logits, d_loss, r1)), d_grads = d_out
+  (_, (d_stats, real_logits, fake_logits, d_loss, r1, d_class_loss)), d_grads = d_out
   d_grads = parallel.pmean(d_grads, axis_name)
   d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
   d_params = optax.apply_updates(state.d_params, d_updates)
@@ -217,7 +247,7 @@ def train_step(
   # Generator: through the updated discriminator (whose statistic updates from judging the
   # generator's batch are not kept), back to the images, then through the generator's VJP.
   def g_objective(images):
-    logits, _ = _apply(
+    out, _ = _apply(
       state.d_apply,
       d_params,
       d_stats,
@@ -226,9 +256,12 @@ def train_step(
       train=True,
       rng=g_drop,
     )
-    return g_loss_fn(logits, loss)
+    logits, class_logits = _split_logits(out)
+    g_loss = g_loss_fn(logits, loss)
+    class_loss = _class_loss(class_logits, fake_labels[0]) if with_class else no_class_loss
+    return g_loss + class_loss_weight * class_loss, (g_loss, class_loss)
 
-  g_loss, image_grads = jax.value_and_grad(g_objective)(fake)
+  (_, (g_loss, g_class_loss)), image_grads = jax.value_and_grad(g_objective, has_aux=True)(fake)
   (g_grads,) = g_vjp(image_grads)
   g_grads = parallel.pmean(g_grads, axis_name)
   g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
@@ -252,6 +285,7 @@ def train_step(
     "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
     "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
     **({"r1": r1} if r1_gamma > 0 else {}),
+    **({"d_class_loss": d_class_loss, "g_class_loss": g_class_loss} if with_class else {}),
   }
   return new_state, parallel.pmean(step_metrics, axis_name)
 
@@ -285,6 +319,13 @@ def validate(config, strategy) -> None:
     raise ConfigError(f"config.r1_gamma={config.r1_gamma} must be >= 0")
   if config.r1_every < 1:
     raise ConfigError(f"config.r1_every={config.r1_every} must be >= 1 (1: R1 on every step)")
+  if config.class_loss_weight < 0:
+    raise ConfigError(f"config.class_loss_weight={config.class_loss_weight} must be >= 0")
+  if config.class_loss_weight > 0 and not config.conditional:
+    raise ConfigError(
+      f"config.class_loss_weight={config.class_loss_weight} needs config.conditional=True "
+      "(the class loss asks the generator for labels)"
+    )
   try:
     diffaugment.diff_augment(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), config.augment)
   except ValueError as e:
@@ -345,6 +386,7 @@ class Task(base.Task):
       with_r1=with_r1,
       conditional=config.conditional,
       num_classes=self.num_classes,
+      class_loss_weight=config.class_loss_weight,
       axis_name=axis_name,
     )
 

@@ -209,3 +209,18 @@ def test_dropout_is_random_in_training_only():
 
   np.testing.assert_array_equal(train(1), train(1))
   assert not np.allclose(train(1), train(2))
+
+
+def test_a_class_head_adds_class_logits_and_leaves_the_real_fake_logits():
+  model = dcgan.Discriminator(features=(8, 16), num_classes=10, class_head=True)
+  variables = model.init(jax.random.key(9), X, LABELS, train=False)
+  logits, class_logits = model.apply(variables, X, LABELS, train=False)
+  assert logits.shape == (4,) and class_logits.shape == (4, 10)
+  params = variables["params"]
+  without = {**variables, "params": {k: v for k, v in params.items() if k != "class_head"}}
+  plain = dcgan.Discriminator(features=(8, 16), num_classes=10)
+  np.testing.assert_array_equal(logits, plain.apply(without, X, LABELS, train=False))
+  phi = params["class_head"]["kernel"]  # [D, K]: the head is a dense layer on the features
+  assert phi.shape[1] == 10
+  with pytest.raises(ValueError, match="needs num_classes > 0"):
+    dcgan.Discriminator(features=(8, 16), class_head=True).init(jax.random.key(9), X, train=False)

@@ -72,6 +72,59 @@ def test_steps_change_both_networks_and_keep_losses_finite(tmp_path):
   assert int(new.step) == 4
 
 
+def test_the_class_loss_trains_the_head_on_real_labels_and_reaches_the_generator():
+  """AC-GAN on the 8x8 digits: D's class cross-entropy on real images falls from chance, and
+  the weight of the class loss changes the generator's update (its gradient reaches G)."""
+  config = digits_gan_config()
+  config.conditional, config.class_loss_weight = True, 1.0
+  generator, discriminator = gan.create_models(config, (8, 8, 1), num_classes=10)
+  from jaxvision import optim
+
+  config.d_optimizer.learning_rate = 2e-3
+  tx, _ = optim.create_optimizer(config.d_optimizer, config.schedule, 100)
+  state = gan.create_gan_state(generator, discriminator, tx, tx, 16, (8, 8, 1), jax.random.key(0))
+  assert "class_head" in state.d_params
+
+  def step_fn(weight):
+    return jax.jit(
+      lambda s, b, k: gan.train_step(
+        s, b, k, z_dim=16, loss="hinge", ema_decay=0.0, conditional=True, num_classes=10,
+        class_loss_weight=weight,
+      )
+    )  # fmt: skip
+
+  digits = data.load_dataset(config.data).train
+  batch = lambda i: digits.get(np.arange(64 * i, 64 * i + 64) % len(digits))
+  step = step_fn(1.0)
+  s, first = step(state, batch(0), jax.random.key(1))
+  assert {"d_class_loss", "g_class_loss"} <= set(first)
+  assert abs(float(first["d_class_loss"]) - np.log(10)) < 0.5  # chance at the start
+  for i in range(1, 40):
+    s, metrics = step(s, batch(i), jax.random.key(1))
+  assert float(metrics["d_class_loss"]) < 0.5 * float(first["d_class_loss"]), metrics
+  light, _ = step_fn(1e-6)(state, batch(0), jax.random.key(1))
+  heavy, _ = step_fn(1.0)(state, batch(0), jax.random.key(1))
+  differ = [
+    not np.allclose(a, b, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(light.g_params), jax.tree.leaves(heavy.g_params), strict=True)
+  ]
+  assert any(differ)
+  with pytest.raises(ValueError, match="needs a conditional GAN"):
+    gan.train_step(
+      state, batch(0), jax.random.key(1), z_dim=16, loss="hinge", ema_decay=0.0,
+      class_loss_weight=1.0,
+    )  # fmt: skip
+
+
+def test_a_class_loss_without_conditional_is_a_config_error():
+  from jaxvision.config_dict import ConfigError
+
+  config = digits_gan_config()
+  config.class_loss_weight = 1.0
+  with pytest.raises(ConfigError, match="needs config.conditional=True"):
+    gan.validate(config, None)
+
+
 def test_lazy_r1_is_r1_weighted_by_its_interval_on_its_steps_and_off_between():
   config = digits_gan_config()
   config.discriminator.batch_norm = False  # R1 wants a D that treats images independently
