@@ -33,10 +33,12 @@ def get_config(source: str = "tfds"):
     config.checkpoint.every_steps = 500
     return config
   if source == "idx_best":
-    # The small-data recipe: class-conditional (projection D), hinge loss, a spectrally
-    # normalised D without batch norm, DiffAugment; 10,000 steps.
+    # The small-data recipe: class-conditional (projection D with an AC-GAN class head: without
+    # it 93.7% of the samples were the digit asked for), hinge loss, a spectrally normalised D
+    # without batch norm, DiffAugment; 10,000 steps.
     config = get_config("idx")
     config.conditional = True
+    config.class_loss_weight = 1.0
     config.loss = "hinge"
     config.discriminator.batch_norm = False
     config.discriminator.spectral_norm = True
