@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.layers import conv_transpose_subpixel
+from jaxvision.models.layers import conv_transpose_subpixel, resolve_impl
 from jaxvision.models.preset import Preset
 
 CONV_TRANSPOSE_IMPLS = ("auto", "xla", "subpixel")
@@ -32,11 +32,7 @@ SPECTRAL_NORM_COLLECTION = "batch_stats"
 
 def resolve_conv_transpose_impl(impl: str) -> str:
   """'auto' is the sub-pixel form on XLA:CPU (5-7x faster there) and XLA's own elsewhere."""
-  if impl not in CONV_TRANSPOSE_IMPLS:
-    raise ValueError(f"unknown conv_transpose_impl {impl!r}; expected {CONV_TRANSPOSE_IMPLS}")
-  if impl == "auto":
-    return "subpixel" if jax.default_backend() == "cpu" else "xla"
-  return impl
+  return resolve_impl(impl, CONV_TRANSPOSE_IMPLS, "subpixel", "conv_transpose_impl")
 
 
 class ConvTranspose(nn.Module):

@@ -156,13 +156,19 @@ CONV_IMPLS = ("auto", "xla", "nhwc")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def resolve_impl(impl: str, choices: tuple[str, ...], cpu_choice: str, key: str) -> str:
+  """A layer's formulation: `impl` itself, or for "auto" `cpu_choice` on XLA:CPU and XLA's own
+  ("xla") elsewhere; raises ValueError naming the attribute `key` for a value not in `choices`."""
+  if impl not in choices:
+    raise ValueError(f"unknown {key} {impl!r}; expected one of {choices}")
+  if impl == "auto":
+    return cpu_choice if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
 def resolve_conv_impl(impl: str) -> str:
   """'auto' is "nhwc" on XLA:CPU and XLA's own convolution gradient elsewhere."""
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"unknown conv_impl {impl!r}; expected one of {CONV_IMPLS}")
-  if impl == "auto":
-    return "nhwc" if jax.default_backend() == "cpu" else "xla"
-  return impl
+  return resolve_impl(impl, CONV_IMPLS, "nhwc", "conv_impl")
 
 
 def _conv(x, kernel, strides):

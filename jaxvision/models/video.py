@@ -26,6 +26,7 @@ other layouts inside a scan's backward pass on a slow path: a predictor step was
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -339,17 +340,12 @@ class FramePredictor(nn.Module):
       split_rngs={"params": False},
       unroll=self.unroll,
     )
-    step = scan(
-      self.encoder,
-      self.hidden,
-      self.kernel_size,
-      self.forget_bias,
-      self.skip,
-      self.conv_impl,
-      self.output,
-      self.cdna_kernels,
-      self.cdna_size,
-      self.layer_norm,
+    step = scan(  # the step's attributes are the predictor's of the same names
+      **{
+        f.name: getattr(self, f.name)
+        for f in dataclasses.fields(_PredictorStep)
+        if f.name not in ("parent", "name")
+      },
       name="step",
     )
     _, logits = step((cells, previous), (inputs, use_true))  # [T-1, B, H, W, C]
