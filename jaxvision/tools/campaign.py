@@ -19,6 +19,10 @@ ones resume from their checkpoints, and a finished point whose recorded config n
 the experiment is listed as stale (never reported as current). The report is rewritten from every
 finished point at the end of each invocation, also when points failed or the run was interrupted,
 so the file always shows what has been measured, with a note for each sweep not yet complete.
+A table none of whose runs is on this machine (a fresh clone, another machine's runs) is carried
+from the file being replaced, marked as carried and renumbered with the rest, so that rows can
+be added or redone anywhere without dropping the others; a table with any run here is
+regenerated from its runs alone.
 
 Exit status: 0 every point finished, 1 a point failed or is stale, 2 a problem with the campaign
 file or its arguments (one line), 130 interrupted (rerun to continue).
