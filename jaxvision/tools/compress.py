@@ -18,7 +18,6 @@ Exit status: 0 done, 1 an error (one line).
 from __future__ import annotations
 
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -118,13 +117,11 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"compress: error: {e}")
   settings = {"calibration": FLAGS.calibration, "method": "int8 ptq"}
-  command = shlex.join(["python", "-m", "jaxvision.tools.compress", *sys.argv[1:]])
+  command = record.command_line("compress")
   made = record.make(
     FLAGS.workdir, "compress", settings, results, METRICS, command, time.perf_counter() - start
   )
-  from jaxvision import workdir as workdir_lib
-
-  workdir_lib.write_json(workdir_lib.results_path(directory), made)
+  record.write(directory, made)
   print(
     f"{FLAGS.workdir} (step {results['step']}), {results['num_eval']} eval images: float "
     f"{100 * results['accuracy_float']:.2f}%, int8 {100 * results['accuracy_int8']:.2f}% "

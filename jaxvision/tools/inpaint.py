@@ -28,7 +28,6 @@ Exit status: 0 done, 1 an error (one line).
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -488,10 +487,11 @@ def main(argv):
       "classifier_workdir",
     )  # fmt: skip
   }
-  command = shlex.join(["python", "-m", "jaxvision.tools.inpaint", *sys.argv[1:]])
+  from jaxvision.tools import record as record_lib
+
+  command = record_lib.command_line("inpaint")
   record = make_record(FLAGS.workdir, results, settings, command, time.perf_counter() - start)
-  path = workdir_lib.results_path(directory)
-  workdir_lib.write_json(path, record)
+  path = record_lib.write(directory, record)
   print(
     f"Inpainted {results['num_images']} eval images ({FLAGS.mask} mask) with {FLAGS.workdir} "
     f"(step {results['step']}); wrote {out} and {path}"

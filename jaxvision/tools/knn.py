@@ -15,7 +15,6 @@ Exit status: 0 done, 1 an error (one line).
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 
@@ -83,7 +82,6 @@ def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from jaxvision import workdir as workdir_lib
   from jaxvision.tools import record
 
   start = time.perf_counter()
@@ -93,22 +91,20 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"knn: error: {e}")
   dataset = results.pop("dataset")
-  command = shlex.join(["python", "-m", "jaxvision.tools.knn", *sys.argv[1:]])
   made = record.make(
     FLAGS.workdir,
     "knn",
     {"k": FLAGS.k, "pixels": "raw", "distance": "euclidean"},
     results,
     METRICS,
-    command,
+    record.command_line("knn"),
     time.perf_counter() - start,
     dataset=dataset,
     model=f"{FLAGS.k}-nearest neighbours on raw pixels",
   )
   made["num_params"] = 0  # a k-NN has no parameters: it stores the training set
   made["num_train_steps"] = 0
-  os.makedirs(directory, exist_ok=True)
-  workdir_lib.write_json(workdir_lib.results_path(directory), made)
+  record.write(directory, made)
   print(
     f"{FLAGS.workdir}: {FLAGS.k}-NN on raw pixels, {results['num_train']} training images: "
     f"{100 * results['accuracy']:.2f}% of {results['num_eval']} eval images. Wrote {directory}"

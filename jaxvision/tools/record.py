@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import time
 
 from jaxvision import workdir as workdir_lib
@@ -64,3 +66,16 @@ def make(
     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     **extra,
   }
+
+
+def command_line(tool: str) -> str:
+  """The command line that runs `jaxvision.tools.<tool>` as this process was run."""
+  return shlex.join(["python", "-m", f"jaxvision.tools.{tool}", *sys.argv[1:]])
+
+
+def write(directory: str, made: dict) -> str:
+  """Writes the record `made` as `directory`/results.json (atomically); returns its path."""
+  os.makedirs(directory, exist_ok=True)
+  path = workdir_lib.results_path(directory)
+  workdir_lib.write_json(path, made)
+  return path
