@@ -382,6 +382,13 @@ def test_tables_without_runs_here_are_carried_from_the_previous_report():
   assert "Metrics: IS on our features." in text
   assert "Features of C0: cnn_a from runs/x." in text
   assert text.endswith("Note: new note\n")
+  # a campaign's order of tables places a new table among the carried ones
+  with_d = report.render([*runs("B", (3,), 0.9), *runs("D", (7,), 0.8)], "T", "cmd")
+  text, _ = report.carry_tables(with_d, previous, {"A", "C"}, "Carried.", ["A", "D", "B", "C"])
+  headings = [line for line in text.splitlines() if line.startswith("## ")]
+  assert headings == ["## A", "## D", "## B", "## C"]
+  part = lambda name: text.split(f"## {name}\n")[1].split("\n## ")[0]
+  assert "\n| 3 | " in part("D") and "\n| 4 | " in part("B")
   # nothing to carry: unchanged
   assert report.carry_tables(now, previous, {"B"}, "Carried.") == (now, [])
   assert report.carry_tables(previous, previous, {"A", "B", "C"}, "x") == (previous, [])

@@ -347,7 +347,8 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
   text = report_lib.render(
     runs, title, command, notes, references=references, table_plots=table_plots, table_names=names
   )
-  text, _ = report_lib.carry_tables(text, previous, carry, CARRIED)
+  order = [s.table or f"`{s.config.partition(':')[0]}`" for s in sweeps]  # the campaign's
+  text, _ = report_lib.carry_tables(text, previous, carry, CARRIED, order)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w", encoding="utf-8") as f:
     f.write(text)

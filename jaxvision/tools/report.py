@@ -379,9 +379,11 @@ def _backend(run: dict) -> str:
 
 
 def _params(run: dict) -> str:
-  """ "name (parameters)": a tool's record may name its own model (e.g. a k-NN's)."""
+  """The "name (parameters)" cell; a tool's record may name its model in words (a k-NN's)."""
   model = (run.get("config") or {}).get("model", {})
-  name = run.get("model") or (model.get("name") if isinstance(model, dict) else None)
+  name = model.get("name") if isinstance(model, dict) else None
+  if isinstance(run.get("model"), str):  # a run's "model" is its resolved attributes
+    name = run["model"]
   count = run.get("num_params")
   count = f"{count:,}" if isinstance(count, int) else "?"
   return f"{name} ({count})" if name else count
@@ -563,12 +565,12 @@ def _renumber(lines: list[str], first: int) -> tuple[list[str], int]:
   return out, first + len(numbers)
 
 
-def carry_tables(text: str, previous: str, names, why: str) -> tuple[str, list[str]]:
+def carry_tables(text: str, previous: str, names, why: str, order=None) -> tuple[str, list[str]]:
   """`text` (a rendered report) with the tables named in `names` copied from `previous` (the
   report it replaces), for tables none of whose runs are on this machine: each in its earlier
-  place among the others, marked with `why`, its rows renumbered with the rest; the earlier
-  "Metrics:" and "Features of" lines of its rows come too. Returns the text and the names of
-  the tables carried."""
+  place among the others (or, given `order`, a list of table names, in that order), marked with
+  `why`, its rows renumbered with the rest; the earlier "Metrics:" and "Features of" lines of
+  its rows come too. Returns the text and the names of the tables carried."""
   head, new, footer = _sections(text)
   _, old, old_footer = _sections(previous)
   present = {name for name, _ in new}
@@ -585,6 +587,9 @@ def carry_tables(text: str, previous: str, names, why: str) -> tuple[str, list[s
     before = [n for n, _ in old[:i]]
     at = max((j + 1 for j, (n, _) in enumerate(out) if n in before), default=0)
     out.insert(at, marked)
+  if order is not None:  # stable: tables of one name stay in their order
+    rank = {name: i for i, name in reversed(list(enumerate(order)))}
+    out.sort(key=lambda section: rank.get(section[0], len(rank)))
   body, row = [], 1
   for _, lines in out:
     lines, row = _renumber(lines, row)
