@@ -290,6 +290,12 @@ def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
   return records, notes
 
 
+def _table_of(entry) -> str:
+  """The table an entry's rows go in: its own, else (a sweep) its config file's, as
+  `report.table_name` names it."""
+  return entry.table or f"`{entry.config.partition(':')[0]}`"
+
+
 def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> str:
   """Writes the report of every finished, current point to `out`; returns its text. A table
   none of whose runs is here (another machine ran them) is carried from the `out` it replaces,
@@ -316,7 +322,7 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
     ]
     runs += loaded
     curves += loaded
-    table = s.table or f"`{s.config.partition(':')[0]}`"
+    table = _table_of(s)
     absent += [] if current else [table]
     missing = [pt["name"] for pt in p["points"] if pt not in current]
     if missing:
@@ -347,7 +353,7 @@ def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> 
   text = report_lib.render(
     runs, title, command, notes, references=references, table_plots=table_plots, table_names=names
   )
-  order = [s.table or f"`{s.config.partition(':')[0]}`" for s in sweeps]  # the campaign's
+  order = [_table_of(s) for s in sweeps]  # the campaign's
   text, _ = report_lib.carry_tables(text, previous, carry, CARRIED, order)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w", encoding="utf-8") as f:

@@ -581,8 +581,11 @@ def carry_tables(text: str, previous: str, names, why: str, order=None) -> tuple
   for i, (name, lines) in enumerate(old):
     if (name, lines) not in carried:
       continue
-    marker = f"*{why}*"
-    marked = (name, lines if marker in lines else [lines[0], "", marker, *lines[1:]])
+    # one marker, the current one: an earlier carry's (of any wording) is replaced
+    rest = [line for line in lines[1:] if not (line.startswith("*") and line.endswith("*"))]
+    while rest and not rest[0]:
+      rest = rest[1:]
+    marked = (name, [lines[0], "", f"*{why}*", "", *rest])
     # after the nearest earlier table of the old report that this one has, else first
     before = [n for n, _ in old[:i]]
     at = max((j + 1 for j, (n, _) in enumerate(out) if n in before), default=0)
