@@ -58,7 +58,7 @@ def test_fitted_latents_recover_a_known_image_in_the_hole():
   z_star = jax.random.normal(jax.random.key(1), (16, Z_DIM))
   targets = generate(z_star)  # [16, 8, 8, 1]
   mask = inpaint.make_mask("random", targets.shape, jax.random.key(2))
-  repaired, z = inpaint.inpaint(
+  repaired, _, z, _ = inpaint.inpaint(
     generate, targets, mask, jax.random.key(3), z_dim=Z_DIM, steps=300, lr=0.05, prior_weight=1e-4
   )
   assert z.shape == (16, Z_DIM)
@@ -180,11 +180,57 @@ def test_conditional_inpainting_keeps_the_best_fitting_class(search_steps):
   truth = jnp.array([3, 7, 0])
   images = generate(jnp.zeros((3, 2)), truth)
   mask = inpaint.make_mask("center", images.shape)
-  repaired, z, chosen = inpaint.inpaint_conditional(
-    generate, images, mask, jax.random.key(0), 10, z_dim=2, steps=5, search_steps=search_steps
+  for restarts, keep, temperature in ((1, 1, 0.0), (3, 2, 1.0)):
+    repaired, _, z, chosen = inpaint.inpaint_conditional(
+      generate,
+      images,
+      mask,
+      jax.random.key(0),
+      10,
+      z_dim=2,
+      steps=5,
+      search_steps=search_steps,
+      restarts=restarts,
+      keep_classes=keep,
+      temperature=temperature,
+    )
+    assert chosen.tolist() == [3, 7, 0] and z.shape == (3, 2)
+    np.testing.assert_allclose(repaired, images, atol=1e-6)
+
+
+def test_fit_weights():
+  objectives = jnp.array([[0.2, 1.0], [0.1, 1.0], [0.4, 3.0]])  # 3 fits of 2 images
+  np.testing.assert_array_equal(inpaint.fit_weights(objectives, 0.0), [[0, 1], [1, 0], [0, 0]])
+  weights = inpaint.fit_weights(objectives, 1.0)
+  np.testing.assert_allclose(weights.sum(0), 1.0, rtol=1e-6)
+  assert weights[1, 0] > weights[0, 0] > weights[2, 0] > 0  # the better the fit, the more weight
+  # exp(-(L - L*) / (T L*)): image 1's fits at L* and 3 L* weigh 1 : 1 : exp(-2)
+  np.testing.assert_allclose(weights[:, 1], np.array([1, 1, np.exp(-2)]) / (2 + np.exp(-2)))
+  # relative to the best fit: scaling an image's objectives leaves its weights as they are
+  np.testing.assert_allclose(inpaint.fit_weights(10 * objectives, 1.0), weights, rtol=1e-5)
+
+
+def test_weighted_fill_is_the_mean_of_equally_good_completions():
+  """Two classes agree on the visible pixels and differ in the hole (+1 or -1): the best fit
+  alone guesses one of them, wrong for half the images; weighting both fills the hole with their
+  mean, 0, halving the squared error."""
+
+  def generate(z, labels):
+    hole = jnp.where(labels == 1, 1.0, -1.0)[:, None, None, None] + 0.0 * z[:, :1, None, None]
+    inside = inpaint.make_mask("center", (len(labels), 4, 4, 1)) == 0
+    return jnp.where(inside, hole, 0.5)  # [M, 4, 4, 1]
+
+  truth = jnp.array([0, 1, 0, 1])
+  images = generate(jnp.zeros((4, 2)), truth)
+  mask = inpaint.make_mask("center", images.shape)
+  options = dict(z_dim=2, steps=3, prior_weight=0.0)
+  sharp = inpaint.inpaint_conditional(generate, images, mask, jax.random.key(0), 2, **options)
+  mean = inpaint.inpaint_conditional(
+    generate, images, mask, jax.random.key(0), 2, temperature=1.0, restarts=2, **options
   )
-  assert chosen.tolist() == [3, 7, 0] and z.shape == (3, 2)
-  np.testing.assert_allclose(repaired, images, atol=1e-6)
+  assert inpaint.hole_mse(sharp.repaired, images, mask) == pytest.approx(2.0)  # (+-2)^2, half
+  assert inpaint.hole_mse(mean.repaired, images, mask) == pytest.approx(1.0)
+  np.testing.assert_allclose(mean.fill * (1 - mask), 0.0, atol=1e-6)
 
 
 @pytest.mark.slow

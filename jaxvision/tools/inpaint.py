@@ -1,15 +1,19 @@
-"""GAN inpainting: fill a hole in an image with the generator's best match to the visible pixels.
+"""GAN inpainting: fill a hole in an image with the generator's matches to the visible pixels.
 
   python -m jaxvision.tools.inpaint --workdir=runs/mnist_dcgan_idx --mask=center --num=512 \
-    --steps=300 --lr=0.05 [--classifier_workdir=runs/mnist_cnn_idx] [--out=inpaint.png]
+    --steps=300 --lr=0.05 [--restarts=2 --temperature=1] [--classifier_workdir=runs/mnist_cnn_idx] \
+    [--out=inpaint.png]
 
-For each masked eval image a latent z is optimised (Adam, all images at once, the whole
+For each masked eval image latents z are optimised (Adam, all images at once, the whole
 optimisation one jitted `lax.scan`) so that G(z) matches the image on the visible pixels, with a
-small Gaussian prior on z; the hole is then filled with G(z) (Yeh et al. 2017, without their
-discriminator term). A class-conditional generator is fitted once per class (all in one batch)
-for `--search_steps`, and each image keeps the class whose fit matches its visible pixels best,
-refined alone for the remaining steps: the repair and a guess of the digit, whose accuracy is
-printed too. The PNG shows rows of masked | repaired |
+small Gaussian prior on z; the hole is then filled from G(z) (Yeh et al. 2017, without their
+discriminator term). With `--restarts=R` each image gets R latents from different starts, and
+with `--temperature` > 0 the fill is their images weighted as a tempered posterior (`fit_weights`)
+rather than the best fit alone: the visible pixels rarely settle the digit, and under squared
+error an average over the plausible completions beats any one sharp guess. A class-conditional
+generator is fitted for every class (all in one batch) for `--search_steps`; then only the
+`--keep_classes` best-fitting classes go on for the remaining steps. The class of most weight is
+a guess of the digit, whose accuracy is printed too. The PNG shows rows of masked | repaired |
 original images. Printed: the MSE inside the hole for the GAN fill and for the mean training
 image as fill, and with a classifier run, the classifier's accuracy on masked, mean-filled,
 repaired and original images.
@@ -95,6 +99,49 @@ def make_mask(kind: str, shape, key: jax.Array | None = None) -> jax.Array:
   return jnp.broadcast_to(~hole, (n, h, w)).astype(jnp.float32)[..., None]  # [N, H, W, 1]
 
 
+def objective(
+  generated: jax.Array, images: jax.Array, mask: jax.Array, z: jax.Array, prior_weight: float
+) -> jax.Array:
+  """Per image: the mean squared error over its visible pixels plus the prior on its latent.
+
+  Args:
+    generated: G(z) [N, H, W, C].
+    images: targets [N, H, W, C].
+    mask: [N, H, W, 1], 1 on visible pixels.
+    z: latents [N, z_dim].
+    prior_weight: weight of `||z||^2 / z_dim`.
+
+  Returns:
+    [N].
+  """
+  visible = jnp.maximum(jnp.sum(mask, axis=(1, 2, 3)) * images.shape[-1], 1.0)  # [N]
+  squared = jnp.sum(jnp.square(generated - images) * mask, axis=(1, 2, 3))  # [N]
+  return squared / visible + prior_weight * jnp.mean(jnp.square(z), axis=-1)
+
+
+def fit_weights(objectives: jax.Array, temperature: float) -> jax.Array:
+  """How much each fit of an image counts in its fill: a tempered posterior over the fits.
+
+  A fit with objective L gets weight exp(-(L - L*) / (temperature * L*)), L* the image's best
+  objective: the best fit's residual stands for the noise level, so one temperature suits images
+  (and masks) whose residuals differ in scale. The weighted mean of the fits' images is then the
+  fill: under squared error the posterior mean beats any single sharp guess when the visible
+  pixels leave the digit open. Temperature 0 keeps only the best fit (Yeh et al. 2017).
+
+  Args:
+    objectives: [F, N], F fits of each of N images (`objective`).
+    temperature: > 0 as above; 0: all weight on the best fit.
+
+  Returns:
+    Weights [F, N], each column summing to 1.
+  """
+  best = jnp.min(objectives, axis=0)  # [N]
+  if temperature <= 0:
+    return jax.nn.one_hot(jnp.argmin(objectives, axis=0), objectives.shape[0], axis=0)
+  scale = temperature * jnp.maximum(best, 1e-12)
+  return jax.nn.softmax(-(objectives - best) / scale, axis=0)
+
+
 def fit_latents(
   generate_fn: Callable[[jax.Array], jax.Array],
   images: jax.Array,
@@ -109,9 +156,10 @@ def fit_latents(
 ) -> jax.Array:
   """Latents whose generated images match `images` on the visible pixels.
 
-  Minimises, for each image independently, the mean squared error over its visible pixels plus
-  `prior_weight * ||z||^2 / z_dim` (the prior keeps z near the Gaussian shell the generator was
-  trained on; per-dimension so one weight suits any z_dim). The objective is a sum over images,
+  Minimises, for each image independently, its `objective`: the mean squared error over its
+  visible pixels plus `prior_weight * ||z||^2 / z_dim` (the prior keeps z near the Gaussian
+  shell the generator was trained on; per-dimension so one weight suits any z_dim). The sum over
+  images is minimised,
   so each z sees only its own image's gradient; Adam runs `steps` steps in one jitted scan.
 
   Args:
@@ -134,16 +182,12 @@ def fit_latents(
 
   @jax.jit
   def optimise(z, images, mask):
-    visible = jnp.maximum(jnp.sum(mask, axis=(1, 2, 3)) * images.shape[-1], 1.0)  # [N]
-
-    def objective(z):
-      squared = jnp.sum(jnp.square(generate_fn(z) - images) * mask, axis=(1, 2, 3))  # [N]
-      prior = prior_weight * jnp.mean(jnp.square(z), axis=-1)  # [N]
-      return jnp.sum(squared / visible + prior)
+    def total(z):
+      return jnp.sum(objective(generate_fn(z), images, mask, z, prior_weight))
 
     def step(carry, _):
       z, opt_state = carry
-      updates, opt_state = tx.update(jax.grad(objective)(z), opt_state, z)
+      updates, opt_state = tx.update(jax.grad(total)(z), opt_state, z)
       return (optax.apply_updates(z, updates), opt_state), None
 
     (z, _), _ = jax.lax.scan(step, (z, tx.init(z)), None, length=steps)
@@ -157,29 +201,6 @@ def fit_latents(
 def composite(images: jax.Array, mask: jax.Array, fill) -> jax.Array:
   """Visible pixels from `images`, the hole from `fill` (images [N, H, W, C] or a constant)."""
   return mask * images + (1.0 - mask) * fill
-
-
-def inpaint(
-  generate_fn: Callable[[jax.Array], jax.Array],
-  images: jax.Array,
-  mask: jax.Array,
-  key: jax.Array,
-  *,
-  z_dim: int,
-  steps: int = 300,
-  lr: float = 0.05,
-  prior_weight: float = 1e-3,
-) -> tuple[jax.Array, jax.Array]:
-  """Repairs the holes of `images` with the generator.
-
-  Args:
-    generate_fn, images, mask, key, z_dim, steps, lr, prior_weight: as in `fit_latents`.
-
-  Returns:
-    (repaired images [N, H, W, C]: visible pixels kept, hole from G(z); the latents [N, z_dim]).
-  """
-  z = fit_latents(generate_fn, images, mask, key, steps, lr, prior_weight, z_dim=z_dim)
-  return composite(jnp.asarray(images), mask, generate_fn(z)), z
 
 
 def hole_mse(repaired: jax.Array, original: jax.Array, mask: jax.Array) -> float:
@@ -254,6 +275,15 @@ def load(workdir: str, use_ema: bool = True) -> GanRun:
   )
 
 
+class Inpainting(NamedTuple):
+  """What an inpainting gives back."""
+
+  repaired: jax.Array  # [N, H, W, C]: the visible pixels as they were, the hole from `fill`
+  fill: jax.Array  # [N, H, W, C]: the fits' images, weighted (`fit_weights`)
+  latents: jax.Array  # [N, z_dim]: each image's best fit
+  classes: jax.Array  # [N]: a conditional generator's class of most weight (0 otherwise)
+
+
 def inpaint_conditional(
   generate_fn: Callable[[jax.Array, jax.Array], jax.Array],
   images: jax.Array,
@@ -261,38 +291,88 @@ def inpaint_conditional(
   key: jax.Array,
   num_classes: int,
   *,
+  z_dim: int,
+  steps: int = 300,
+  lr: float = 0.05,
+  prior_weight: float = 1e-3,
+  restarts: int = 1,
+  temperature: float = 0.0,
   search_steps: int | None = None,
-  **options,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """`inpaint` with a class-conditional generator: latents are fitted for every class (one
-  batch of N x K), and each image keeps the class whose fit has the lowest objective.
+  keep_classes: int = 1,
+) -> Inpainting:
+  """Repairs the holes of `images` with a class-conditional generator.
 
-  With `search_steps` < `steps`, the classes are compared after `search_steps` steps and only
-  the chosen class's latent is fitted on for the remaining ones (K times less work for them).
+  Every image gets `num_classes x restarts` latents (one batch), fitted for `search_steps`
+  steps. With `search_steps` < `steps`, only the `keep_classes` classes whose best fit is best
+  go on, each with its `restarts` latents, for the remaining steps (fewer fits for those). The
+  fill is the fits' images weighted by `fit_weights` (temperature 0: the best fit alone), and the
+  class of most weight is the guess of the digit.
+
+  Args:
+    generate_fn: (latents [M, z_dim], class ids [M]) -> images [M, H, W, C] (jax-traceable).
+    images: [N, H, W, C] in the generator's range.
+    mask: [N, H, W, 1], 1 on visible pixels.
+    key: PRNG key of the initial latents.
+    num_classes: the generator's classes (1 for an unconditional one, see `inpaint`).
+    z_dim, steps, lr, prior_weight: as in `fit_latents`.
+    restarts: latents per image and class, from different random starts.
+    temperature: of `fit_weights`.
+    search_steps: steps over every class before only `keep_classes` go on; None: `steps`.
+    keep_classes: classes refined after the search.
 
   Returns:
-    (repaired images [N, H, W, C], latents [N, z_dim], chosen classes [N]).
+    An `Inpainting`.
   """
-  n = images.shape[0]
-  steps = options.pop("steps", 300)
+  images = jnp.asarray(images, jnp.float32)
+  mask = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), images.shape[:3] + (1,))
+  n, r = images.shape[0], restarts
   search = steps if search_steps is None else max(1, min(search_steps, steps))
-  labels = jnp.repeat(jnp.arange(num_classes), n)  # [K * N]: class c for every image, in turn
-  tiled = jnp.tile(jnp.asarray(images, jnp.float32), (num_classes, 1, 1, 1))  # [K * N, ...]
-  tiled_mask = jnp.tile(jnp.asarray(mask, jnp.float32), (num_classes, 1, 1, 1))
-  generate = lambda z: generate_fn(z, labels)
-  z = fit_latents(generate, tiled, tiled_mask, key, steps=search, **options)  # [K * N, z_dim]
-  squared = jnp.sum(jnp.square(generate(z) - tiled) * tiled_mask, axis=(1, 2, 3))
-  visible = jnp.maximum(jnp.sum(tiled_mask, axis=(1, 2, 3)) * tiled.shape[-1], 1.0)
-  prior = options.get("prior_weight", 1e-3) * jnp.mean(jnp.square(z), axis=-1)
-  objective = (squared / visible + prior).reshape(num_classes, n)  # [K, N]
-  chosen = jnp.argmin(objective, axis=0)  # [N]
-  best = z.reshape(num_classes, n, -1)[chosen, jnp.arange(n)]  # [N, z_dim]
-  if steps > search:  # refine the chosen class's latent only
-    best = fit_latents(
-      lambda z: generate_fn(z, chosen), images, mask, key, steps=steps - search, z0=best, **options
-    )
-  fill = generate_fn(best, chosen)
-  return composite(jnp.asarray(images), mask, fill), best, chosen
+  options = dict(lr=lr, prior_weight=prior_weight, z_dim=z_dim)
+
+  def fit(labels, fit_steps, z0=None):  # labels [F, N]: each image's F fits, fitted in one batch
+    f = labels.shape[0]
+    flat = labels.reshape(-1)  # [F * N]
+    tiled, tiled_mask = jnp.tile(images, (f, 1, 1, 1)), jnp.tile(mask, (f, 1, 1, 1))
+    z0 = None if z0 is None else z0.reshape(f * n, z_dim)
+    generate = lambda z: generate_fn(z, flat)
+    z = fit_latents(generate, tiled, tiled_mask, key, steps=fit_steps, z0=z0, **options)
+    generated = generate(z)
+    objectives = objective(generated, tiled, tiled_mask, z, prior_weight)
+    return z.reshape(f, n, z_dim), generated.reshape(f, *images.shape), objectives.reshape(f, n)
+
+  # Fit f = class * restarts + restart.
+  labels = jnp.broadcast_to(jnp.repeat(jnp.arange(num_classes), r)[:, None], (num_classes * r, n))
+  z, generated, objectives = fit(labels, search)
+  if steps > search:
+    keep = max(1, min(keep_classes, num_classes))
+    best_of_class = objectives.reshape(num_classes, r, n).min(axis=1)  # [K, N]
+    kept = jnp.argsort(best_of_class, axis=0)[:keep]  # [M, N]
+    rows = (kept[:, None, :] * r + jnp.arange(r)[None, :, None]).reshape(keep * r, n)
+    z0 = jnp.take_along_axis(z, rows[..., None], axis=0)  # [M * R, N, z_dim]
+    labels = jnp.repeat(kept, r, axis=0)  # [M * R, N]
+    z, generated, objectives = fit(labels, steps - search, z0)
+  weights = fit_weights(objectives, temperature)  # [F, N]
+  fill = jnp.einsum("fn,fnhwc->nhwc", weights, generated)
+  best = jnp.argmin(objectives, axis=0)  # [N]
+  class_weight = jnp.einsum("fn,fnk->nk", weights, jax.nn.one_hot(labels, num_classes))
+  return Inpainting(
+    composite(images, mask, fill),
+    fill,
+    z[best, jnp.arange(n)],
+    jnp.argmax(class_weight, axis=-1),
+  )
+
+
+def inpaint(
+  generate_fn: Callable[[jax.Array], jax.Array],
+  images: jax.Array,
+  mask: jax.Array,
+  key: jax.Array,
+  **options,
+) -> Inpainting:
+  """`inpaint_conditional` with an unconditional generator (latents [N, z_dim] -> images): one
+  class; `options` as there (`search_steps` and `keep_classes` change nothing)."""
+  return inpaint_conditional(lambda z, labels: generate_fn(z), images, mask, key, 1, **options)
 
 
 def run(
@@ -304,7 +384,10 @@ def run(
   lr: float = 0.05,
   prior_weight: float = 1e-3,
   seed: int = 0,
+  restarts: int = 1,
+  temperature: float = 0.0,
   search_steps: int | None = None,
+  keep_classes: int = 1,
   classify: Callable[[np.ndarray], np.ndarray] | None = None,
   out: str | None = None,
   show: int = 16,
@@ -318,8 +401,11 @@ def run(
     num: eval images to repair.
     steps, lr, prior_weight: of the latent optimisation (`fit_latents`).
     seed: of the random mask and the initial latents.
-    search_steps: a conditional generator's steps over every class before only the best-fitting
-      class is refined (`inpaint_conditional`); None: all steps over every class.
+    restarts, temperature: latents per image (and class) and how their fits are weighted in the
+      fill (`inpaint_conditional`, `fit_weights`).
+    search_steps, keep_classes: a conditional generator's steps over every class before only
+      the `keep_classes` best-fitting classes go on (`inpaint_conditional`); None: all steps
+      over every class.
     classify: images [N, H, W, C] in [-1, 1] -> class probabilities [N, K], for accuracies.
     out: PNG path for rows of masked | repaired | original images (the first `show`), or None.
     show: images per row of the PNG.
@@ -327,7 +413,7 @@ def run(
 
   Returns:
     {"step", "num_images", "hole_mse_gan", "hole_mse_mean_fill", "visible_mse_gan"}, for a
-    conditional generator "accuracy_gan_class" (the best-fitting class against the label) and,
+    conditional generator "accuracy_gan_class" (the class of most weight against the label) and,
     with `classify`, "accuracy_masked", "accuracy_mean_fill", "accuracy_repaired",
     "accuracy_original".
   """
@@ -335,22 +421,22 @@ def run(
   labels = gan_run.eval_labels[:num]
   mask_key, z_key = jax.random.split(jax.random.key(seed))
   mask = make_mask(mask_kind, original.shape, mask_key)  # [N, H, W, 1]
-  options = dict(z_dim=gan_run.z_dim, steps=steps, lr=lr, prior_weight=prior_weight)
-  chosen = None
+  options = dict(
+    z_dim=gan_run.z_dim,
+    steps=steps,
+    lr=lr,
+    prior_weight=prior_weight,
+    restarts=restarts,
+    temperature=temperature,
+  )
   if gan_run.num_classes:
-    repaired, z, chosen = inpaint_conditional(
-      gan_run.generate,
-      original,
-      mask,
-      z_key,
-      gan_run.num_classes,
-      search_steps=search_steps,
-      **options,
+    options.update(search_steps=search_steps, keep_classes=keep_classes)
+    done = inpaint_conditional(
+      gan_run.generate, original, mask, z_key, gan_run.num_classes, **options
     )
-    generated = gan_run.generate(z, chosen)
   else:
-    repaired, z = inpaint(gan_run.generate, original, mask, z_key, **options)
-    generated = gan_run.generate(z)
+    done = inpaint(gan_run.generate, original, mask, z_key, **options)
+  repaired = done.repaired
   masked = composite(original, mask, MASKED_FILL)
   mean_filled = composite(original, mask, jnp.asarray(gan_run.mean_image))
   results = {
@@ -358,11 +444,11 @@ def run(
     "num_images": int(original.shape[0]),
     "hole_mse_gan": hole_mse(repaired, original, mask),
     "hole_mse_mean_fill": hole_mse(mean_filled, original, mask),
-    # How well G(z) matches what it was fitted to: a large value means the inversion failed.
-    "visible_mse_gan": hole_mse(generated, original, 1.0 - mask),
+    # How well the fill matches what it was fitted to: a large value means the inversion failed.
+    "visible_mse_gan": hole_mse(done.fill, original, 1.0 - mask),
   }
-  if chosen is not None:  # the conditional fit's guess of each digit
-    results["accuracy_gan_class"] = float(np.mean(np.asarray(chosen) == labels))
+  if gan_run.num_classes:  # the conditional fit's guess of each digit
+    results["accuracy_gan_class"] = float(np.mean(np.asarray(done.classes) == labels))
   if classify is not None:
     for name, batch in (
       ("masked", masked),
@@ -428,6 +514,15 @@ def _define_flags():
   )
   flags.DEFINE_string("classifier_workdir", None, "A classifier run: accuracies on the images.")
   flags.DEFINE_integer("seed", 0, "Seed of the initial latents and of the random mask.")
+  flags.DEFINE_integer("restarts", 1, "Latents per image (and class), from different starts.")
+  flags.DEFINE_float(
+    "temperature",
+    0.0,
+    "Weight of the fits in the fill: exp(-(L - L*) / (temperature L*)); 0: the best fit alone.",
+  )
+  flags.DEFINE_integer(
+    "keep_classes", 1, "A conditional generator: classes refined after the search steps."
+  )
   flags.DEFINE_integer(
     "search_steps",
     60,
@@ -467,7 +562,10 @@ def main(argv):
     lr=FLAGS.lr,
     prior_weight=FLAGS.prior_weight,
     seed=FLAGS.seed,
+    restarts=FLAGS.restarts,
+    temperature=FLAGS.temperature,
     search_steps=FLAGS.search_steps,
+    keep_classes=FLAGS.keep_classes,
     classify=classify,
     out=out,
     show=FLAGS.show,
@@ -480,6 +578,9 @@ def main(argv):
       "num",
       "steps",
       "search_steps",
+      "keep_classes",
+      "restarts",
+      "temperature",
       "lr",
       "prior_weight",
       "seed",
@@ -504,7 +605,7 @@ def main(argv):
   )
   if "accuracy_gan_class" in results:
     accuracy = results["accuracy_gan_class"]
-    print(f"Best-fitting class of the conditional generator: accuracy {accuracy:.3f}")
+    print(f"Class of most weight in the conditional generator's fits: accuracy {accuracy:.3f}")
   if "accuracy_original" in results:
     names = ("masked", "mean_fill", "repaired", "original")
     accuracies = ", ".join(f"{n} {results[f'accuracy_{n}']:.3f}" for n in names)
