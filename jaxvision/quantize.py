@@ -168,9 +168,11 @@ def _flat(tree, prefix=""):
 
 
 def export(qparams, input_peaks: dict, path: str) -> int:
-  """Writes an int8 model to `path` (.npz, not deflated); returns its size in bytes. Kernels are
+  """Writes an int8 model to `path` (a deflated .npz); returns its size in bytes. Kernels are
   int8 with per-channel scales; a mostly-zero kernel is a packed bitmask plus its non-zeros;
-  the activation scales go along."""
+  the activation scales go along. Deflate is the entropy-coding stage of Han et al.'s Deep
+  Compression (they Huffman-code): int8 weights of a trained model are far from uniform, and it
+  takes ~8% off a dense CNN A's file."""
   arrays = {}
   for name, value in _flat(qparams).items():
     if _is_quantized(value):
@@ -187,7 +189,7 @@ def export(qparams, input_peaks: dict, path: str) -> int:
   for layer, peak in input_peaks.items():
     arrays[f"activation:{'/'.join(layer)}"] = np.float32(peak)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(path, **arrays)
+  np.savez_compressed(path, **arrays)
   return os.path.getsize(path)
 
 
@@ -221,10 +223,10 @@ def load_export(path: str) -> tuple[dict, dict]:
   return params, peaks
 
 
-def export_float(params, path: str) -> int:
-  """The float32 params in one `.npz` (the baseline the int8 file is compared with); returns
-  its size in bytes."""
+def export_float(params, path: str, deflate: bool = False) -> int:
+  """The float32 params in one `.npz` (the baseline the int8 file is compared with: as stored,
+  or with `deflate` as the int8 file is); returns its size in bytes."""
   arrays = {name: np.asarray(v, np.float32) for name, v in _flat(params).items()}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(path, **arrays)
+  (np.savez_compressed if deflate else np.savez)(path, **arrays)
   return os.path.getsize(path)

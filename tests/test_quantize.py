@@ -1,6 +1,8 @@
 """Int8 quantization: per-channel round trip error, calibration, quantized inference close to
 float, and exported files 4x (dense) and more (sparse) smaller than float32."""
 
+import zipfile
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -56,6 +58,12 @@ def test_int8_model_matches_float_and_exports_small(tmp_path):
   int8_bytes = quantize.export(qparams, peaks, str(tmp_path / "int8.npz"))
   float_bytes = quantize.export_float(params, str(tmp_path / "float.npz"))
   assert float_bytes / int8_bytes > 3.3  # 4x on the weights, less headers, scales and biases
+  with zipfile.ZipFile(tmp_path / "int8.npz") as f:  # deflated; the float file as stored
+    assert {i.compress_type for i in f.infolist()} == {zipfile.ZIP_DEFLATED}
+  with zipfile.ZipFile(tmp_path / "float.npz") as f:
+    assert {i.compress_type for i in f.infolist()} == {zipfile.ZIP_STORED}
+  deflated = quantize.export_float(params, str(tmp_path / "float_z.npz"), deflate=True)
+  assert deflated < float_bytes
   loaded, loaded_peaks = quantize.load_export(str(tmp_path / "int8.npz"))
   assert loaded_peaks == peaks
   for a, b in zip(
