@@ -95,6 +95,12 @@ def test_cli_errors_are_one_line(tmp_path):
   assert out.stderr.strip().splitlines() == [
     f"inpaint: error: workdir {str(tmp_path / 'missing')!r} does not exist"
   ]
+  for flag, message in (
+    ("--restarts=0", "--restarts=0 must be >= 1"),
+    ("--temperature=-1", "--temperature=-1.0 must be >= 0"),
+  ):
+    out = run_cli(f"--workdir={tmp_path}", flag)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [f"inpaint: error: {message}"]
   (tmp_path / "clf").mkdir()
   (tmp_path / "clf" / "config.json").write_text(json.dumps({"trainer": "classifier"}))
   with pytest.raises(ValueError, match="not a GAN run"):

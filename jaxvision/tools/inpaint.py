@@ -158,9 +158,9 @@ def fit_latents(
 
   Minimises, for each image independently, its `objective`: the mean squared error over its
   visible pixels plus `prior_weight * ||z||^2 / z_dim` (the prior keeps z near the Gaussian
-  shell the generator was trained on; per-dimension so one weight suits any z_dim). The sum over
-  images is minimised,
-  so each z sees only its own image's gradient; Adam runs `steps` steps in one jitted scan.
+  shell the generator was trained on; per-dimension so one weight suits any z_dim). Adam runs
+  `steps` steps on the sum over images (each z sees only its own image's gradient) in one jitted
+  scan.
 
   Args:
     generate_fn: latents [N, z_dim] -> images [N, H, W, C] (jax-traceable, e.g. a jitted apply).
@@ -537,6 +537,11 @@ def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  for name, low in (("num", 1), ("steps", 1), ("restarts", 1), ("keep_classes", 1)):
+    if FLAGS[name].value < low:
+      sys.exit(f"inpaint: error: --{name}={FLAGS[name].value} must be >= {low}")
+  if FLAGS.temperature < 0:
+    sys.exit(f"inpaint: error: --temperature={FLAGS.temperature} must be >= 0")
   try:
     gan_run = load(FLAGS.workdir, FLAGS.ema)
     classify = None
