@@ -91,7 +91,7 @@ def test_srun_two_processes_initialize_without_arguments(slurm_cluster, program,
   output = tmp_path / "task-%t.out"
   result = slurm_cluster.srun(
     ["-n", "2", "--kill-on-bad-exit=1", f"--output={output}", sys.executable, str(program)],
-    timeout=90,
+    timeout=300,
     env=env,
   )
   texts = [(tmp_path / f"task-{task}.out").read_text() for task in range(2)]
@@ -115,7 +115,7 @@ def test_local_processes_with_explicit_coordinator(program):
   outputs = []
   try:
     for process in processes:
-      outputs.append(process.communicate(timeout=90)[0])
+      outputs.append(process.communicate(timeout=300)[0])
   finally:
     for process in processes:
       if process.poll() is None:
