@@ -21,6 +21,7 @@ range, so that training sees the int8 model's rounding (Jacob et al. 2018).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterable
 
@@ -223,10 +224,20 @@ def load_export(path: str) -> tuple[dict, dict]:
   return params, peaks
 
 
-def export_float(params, path: str, deflate: bool = False) -> int:
-  """The float32 params in one `.npz` (the baseline the int8 file is compared with: as stored,
-  or with `deflate` as the int8 file is); returns its size in bytes."""
-  arrays = {name: np.asarray(v, np.float32) for name, v in _flat(params).items()}
+def _float_arrays(params) -> dict:
+  return {name: np.asarray(v, np.float32) for name, v in _flat(params).items()}
+
+
+def export_float(params, path: str) -> int:
+  """The float32 params in one `.npz` as stored (the baseline the int8 file is compared with);
+  returns its size in bytes."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  (np.savez_compressed if deflate else np.savez)(path, **arrays)
+  np.savez(path, **_float_arrays(params))
   return os.path.getsize(path)
+
+
+def deflated_float_bytes(params) -> int:
+  """The size of `export_float`'s file deflated as the int8 one is (written to memory only)."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **_float_arrays(params))
+  return buffer.getbuffer().nbytes

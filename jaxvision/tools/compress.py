@@ -72,9 +72,7 @@ def compress(workdir: str, calibration: int, directory: str, batch_size: int = 5
   bytes_int8 = quantize.export(qparams, peaks, os.path.join(directory, "model_int8.npz"))
   float_params = jax.device_get(run.state.params)
   bytes_float = quantize.export_float(float_params, os.path.join(directory, "model_float32.npz"))
-  deflated = os.path.join(directory, "model_float32_deflated.npz")
-  bytes_float_deflated = quantize.export_float(float_params, deflated, deflate=True)
-  os.remove(deflated)  # only its size matters
+  bytes_float_deflated = quantize.deflated_float_bytes(float_params)
   loaded, loaded_peaks = quantize.load_export(os.path.join(directory, "model_int8.npz"))
   float_fn = jax.jit(logits(run.state.params))
   int8_fn = jax.jit(quantize.quantized_logits(logits(loaded), loaded_peaks))
