@@ -291,9 +291,10 @@ def analysis_records(a: Analysis, p: dict) -> tuple[list[dict], list[str]]:
 
 
 def _table_of(entry) -> str:
-  """The table an entry's rows go in: its own, else (a sweep) its config file's, as
-  `report.table_name` names it."""
-  return entry.table or f"`{entry.config.partition(':')[0]}`"
+  """The table an entry's rows go in: its own, else its config file's (`report.config_table`)."""
+  from jaxvision.tools import report as report_lib
+
+  return entry.table or report_lib.config_table(entry.config.partition(":")[0])
 
 
 def report(module, sweeps, plans, out: str, plots: str | None, command: str) -> str:

@@ -68,9 +68,9 @@ def compress(workdir: str, calibration: int, directory: str, batch_size: int = 5
   peaks = quantize.calibrate(
     logits(run.state.params), [train[i : i + batch_size] for i in range(0, len(train), batch_size)]
   )
-  qparams = quantize.quantize_params(jax.device_get(run.state.params))
-  bytes_int8 = quantize.export(qparams, peaks, os.path.join(directory, "model_int8.npz"))
   float_params = jax.device_get(run.state.params)
+  qparams = quantize.quantize_params(float_params)
+  bytes_int8 = quantize.export(qparams, peaks, os.path.join(directory, "model_int8.npz"))
   bytes_float = quantize.export_float(float_params, os.path.join(directory, "model_float32.npz"))
   bytes_float_deflated = quantize.deflated_float_bytes(float_params)
   loaded, loaded_peaks = quantize.load_export(os.path.join(directory, "model_int8.npz"))

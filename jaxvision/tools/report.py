@@ -730,11 +730,17 @@ def plot_curves(
   return paths
 
 
+def config_table(config_file: str) -> str:
+  """The name of the table of an experiment that names none: its config file, backquoted."""
+  return f"`{config_file}`"
+
+
 def table_name(group: Group, table_names: dict | None = None) -> str:
   """The table a point's row goes in: the one its run was loaded for (a campaign's sweep sets
   `table`), else its experiment's entry of `table_names`, else its config file (backquoted)."""
   run = group.runs[0]
-  return run.get("table") or (table_names or {}).get(experiment_of(run)) or f"`{group.config_file}`"
+  named = run.get("table") or (table_names or {}).get(experiment_of(run))
+  return named or config_table(group.config_file)
 
 
 def plot_tables(
