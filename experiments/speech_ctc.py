@@ -28,7 +28,11 @@ epochs). Half of each (20,000 utterances, 4,000 steps) reached WER 0.76% but sin
 twice the utterances and steps seed 0 misses 7 of them (docs/speech_decoded_seed0.txt). A
 quarter of the training utterances isolated words instead of a seventh
 (`--config.data.train_digit_counts=1,1,2,3,4,5,6,7`, seed 0) did not help: WER 0.43%,
-single-digit accuracy 98.75% (this recipe's seed 0: 99.00%).
+single-digit accuracy 98.75% (this recipe's seed 0: 99.00%). Five of the seven isolated words
+seed 0 still missed were an "oh" (heard as "four", "two" or "eight"): a 0 is said "oh" in 30% of cases in
+both splits, so training held ~170 isolated "oh"s against ~570 of every other word; the train
+split now says "oh" and "zero" equally often (`data.train_oh_prob=0.5`; the eval split keeps 0.3,
+so the scores stay comparable).
 
 Measured: this model runs 6.8 steps/s on an otherwise idle 2-core CPU (4,000 steps in 587 s), so
 8,000 steps take about 20 minutes with the evaluations; results in RESULTS.md. A 300-step smoke run
@@ -50,7 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
     del config[key]
   config.seed = 0
   config.xla.cpu_ynn_fusions = True  # faster for recurrent steps on XLA:CPU
-  config.data = data.data_config("speech", num_train=40_000, batch_size=32, eval_batch_size=200)
+  config.data = data.data_config(
+    "speech", num_train=40_000, train_oh_prob=0.5, batch_size=32, eval_batch_size=200
+  )
   config.model = models.model_config("speech_bilstm")
   config.spec_augment = audio.spec_augment_config(
     freq_masks=2, freq_width=6, time_masks=2, time_width=8, vtlp=0.1

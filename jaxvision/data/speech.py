@@ -19,7 +19,8 @@ accents) and "accent" (the next `num_eval_accent`: held-out voices in the held-o
 family is drawn uniformly, then a variant of it. Lengths are balanced: the utterance at position
 p of the train split or of an eval group has min_digits + p % (max_digits - min_digits + 1)
 digits, so every eval group holds as many utterances of each length; `train_digit_counts` sets
-another cycle for the train split alone.
+another cycle for the train split alone, and `train_oh_prob` another chance of "oh" (the same
+utterances otherwise: the draw that decides it is made whatever the chance).
 
 An example: `inputs` [T, n_mels] float32 log-mel frames (`jaxvision.data.audio`, 25 ms every
 10 ms by default, each band normalised over the utterance, zero beyond its real frames),
@@ -73,6 +74,7 @@ DEFAULTS = dict(
   # a quarter isolated words); empty: balanced as the eval groups are
   train_digit_counts=(),
   oh_prob=0.3,  # chance that a 0 is said "oh" (else "zero")
+  train_oh_prob=-1.0,  # the same chance in the train split alone; < 0: oh_prob
   heldout_accent="en-gb-scotland",  # one of ACCENTS, never heard in training
   heldout_voices_every=4,  # families [k-1::k] of the variants (by name) are held out
   min_rate=140,  # speaking rate in words per minute, uniform in [min_rate, max_rate]
@@ -94,7 +96,7 @@ DEFAULTS = dict(
 _COUNTS = ("num_train", "num_eval", "num_eval_accent")
 # Keys only the train split depends on, hashed into its cache name alone, and only when set
 # (added after caches existed: at their default the names stay as they were).
-_TRAIN_ONLY = ("train_digit_counts",)
+_TRAIN_ONLY = ("train_digit_counts", "train_oh_prob")
 FORMAT = 1  # of the cached arrays: raised whenever the code makes other features from a config
 
 
@@ -155,6 +157,10 @@ def validate(config) -> None:
     )
   if not 0.0 <= config.oh_prob <= 1.0:
     raise ValueError(f"data.oh_prob={config.oh_prob} must be in [0, 1]")
+  if config.train_oh_prob > 1.0:
+    raise ValueError(
+      f"data.train_oh_prob={config.train_oh_prob} must be in [0, 1] (or < 0: data.oh_prob)"
+    )
   if config.max_word_gap < 0 or config.max_silence < 0:
     raise ValueError("data.max_word_gap and data.max_silence must be >= 0")
 
@@ -206,7 +212,8 @@ class UtteranceMaker:
     else:
       count = c.min_digits + (index - start) % (c.max_digits - c.min_digits + 1)
     digits = rng.integers(0, 10, count)
-    oh = (digits == 0) & (rng.random(count) < c.oh_prob)
+    oh_prob = c.train_oh_prob if self.split == "train" and c.train_oh_prob >= 0 else c.oh_prob
+    oh = (digits == 0) & (rng.random(count) < oh_prob)
     accent = accents[rng.integers(len(accents))]
     members = families[sorted(families)[rng.integers(len(families))]]
     variant = members[rng.integers(len(members))]
@@ -269,7 +276,10 @@ def cache_name(config, split: str) -> str:
   """The cache file of a split: its size, the eSpeak NG version, a hash of every other key."""
   keys = {k: config[k] for k in sorted(DEFAULTS) if k not in (*_COUNTS, *_TRAIN_ONLY)}
   if split == "train":
-    keys.update({k: list(config[k]) for k in _TRAIN_ONLY if config[k]})
+    if config.train_digit_counts:
+      keys["train_digit_counts"] = list(config.train_digit_counts)
+    if config.train_oh_prob >= 0:
+      keys["train_oh_prob"] = config.train_oh_prob
   keys["variants"], keys["format"] = list(espeak.variants()), FORMAT
   digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
   size = config.num_train if split == "train" else f"{config.num_eval}+{config.num_eval_accent}"

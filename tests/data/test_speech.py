@@ -225,6 +225,25 @@ def test_train_digit_counts_cycle_in_the_train_split_alone():
 
 
 @needs_espeak
+def test_train_oh_prob_changes_the_train_split_alone_and_only_its_ohs():
+  base, every, never = _config(), _config(train_oh_prob=1.0), _config(train_oh_prob=0.0)
+  maker = lambda config, split="train": speech.UtteranceMaker(config, split)
+  trains = [maker(c) for c in (base, every, never)]
+  evals = [maker(c, "eval") for c in (base, every)]
+  for i in range(40):
+    default, always, none = (m.sample(0, i) for m in trains)
+    zeros = default["digits"] == 0
+    np.testing.assert_array_equal(always["oh"], zeros)
+    assert not none["oh"].any()
+    for key in ("digits", "variant", "rate", "snr_db", "synth_seed", "noise_seed"):
+      np.testing.assert_array_equal(always[key], default[key])
+    assert evals[1].sample(1, i)["text"] == evals[0].sample(1, i)["text"]
+  draws = [trains[0].sample(0, i) for i in range(400)]
+  ohs = sum(int(d["oh"].sum()) for d in draws) / sum(int((d["digits"] == 0).sum()) for d in draws)
+  assert 0.2 < ohs < 0.4  # the default: oh_prob 0.3 in both splits
+
+
+@needs_espeak
 def test_the_cache_name_holds_every_key_and_the_synthesizer_version():
   config = tiny_config()
   names = {split: speech.cache_name(config, split) for split in ("train", "eval")}
@@ -242,6 +261,11 @@ def test_the_cache_name_holds_every_key_and_the_synthesizer_version():
   singles = tiny_config(train_digit_counts=(1, 1, 2))
   assert speech.cache_name(singles, "train") != names["train"]
   assert speech.cache_name(singles, "eval") == names["eval"]
+  for value in (0.0, 0.6):
+    ohs = tiny_config(train_oh_prob=value)
+    assert speech.cache_name(ohs, "train") != names["train"]
+    assert speech.cache_name(ohs, "eval") == names["eval"]
+  assert speech.cache_name(tiny_config(train_oh_prob=-1.0), "train") == names["train"]
   more = tiny_config(num_train=32)
   assert speech.cache_name(more, "train") != names["train"]
   assert speech.cache_name(more, "eval") == names["eval"]  # the eval split is the same
@@ -255,6 +279,7 @@ def test_bad_settings_name_the_key():
     (dict(min_snr_db=30.0, max_snr_db=10.0), "min_snr_db"),
     (dict(max_rate=500), "max_rate"),
     (dict(oh_prob=2.0), "oh_prob"),
+    (dict(train_oh_prob=1.5), r"data.train_oh_prob=1.5 must be in \[0, 1\]"),
   ]:
     with pytest.raises(ValueError, match=match):
       speech.validate(tiny_config(**changes))
