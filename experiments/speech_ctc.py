@@ -29,10 +29,10 @@ twice the utterances and steps seed 0 misses 7 of them (docs/speech_decoded_seed
 quarter of the training utterances isolated words instead of a seventh
 (`--config.data.train_digit_counts=1,1,2,3,4,5,6,7`, seed 0) did not help: WER 0.43%,
 single-digit accuracy 98.75% (this recipe's seed 0: 99.00%). Five of the seven isolated words
-seed 0 still missed were an "oh" (heard as "four", "two" or "eight"): a 0 is said "oh" in 30% of cases in
-both splits, so training held ~170 isolated "oh"s against ~570 of every other word; the train
-split now says "oh" and "zero" equally often (`data.train_oh_prob=0.5`; the eval split keeps 0.3,
-so the scores stay comparable).
+seed 0 still missed were an "oh" (heard as "four", "two" or "eight"): a 0 is said "oh" in 30% of
+cases in both splits, so training held ~170 isolated "oh"s against ~570 of every other word; the
+train split now says "oh" and "zero" equally often (`data.train_oh_prob=0.5`; the eval split
+keeps 0.3, so the scores stay comparable).
 
 Measured: this model runs 6.8 steps/s on an otherwise idle 2-core CPU (4,000 steps in 587 s), so
 8,000 steps take about 20 minutes with the evaluations; results in RESULTS.md. A 300-step smoke run
