@@ -17,6 +17,7 @@ PLOTS = "docs/results"
 MNIST1D_PAPER = "MNIST-1D paper (Greydanus 2020)"
 PRUNED = (0.8, 0.9, 0.95)  # CNN A's final sparsities
 CNN_A_STEPS = 1240  # experiments/mnist_cnn.py:idx, 20 epochs of 8,000 images at 128
+EXPLAINED = ("gradient", "smoothgrad", "ig", "occlusion", "gradcam")  # attribution methods
 
 
 def _values(values) -> str:
@@ -95,6 +96,17 @@ NOTES = [
   "median per "
   "batch of 500 on this CPU. Targets (issue #24): 90% sparsity within 0.2 points of dense, "
   "int8 PTQ within 0.1 points, files >= 4x smaller (int8) and >= 8x (90% sparse + int8).",
+  "CNN A explained (jaxvision.tools.explain on each fold's CNN A): maps of the predicted "
+  "class; deletion and insertion areas (RISE, 28 steps) over the first 500 eval images of the "
+  "fold, pixels set to black (deletion) or revealed on black (insertion) in the map's order, "
+  "beside a random order's (deletion / random order's: lower is better); the randomization "
+  "test (Adebayo et al. 2018) on the first 100: the layers re-initialised from the output "
+  "down, the mean Spearman rank correlation of the signed maps with the trained model's after "
+  "the output layer and after all layers, and of the absolute maps after all layers. SmoothGrad "
+  "averages 32 noisy gradients, integrated gradients 64 path points from black, occlusion "
+  "slides 4x4 black patches, Grad-CAM uses the last convolution (Conv_2, 3x3). Targets (issue "
+  "#24): integrated gradients and Grad-CAM deletion <= 0.5x the random order's, rank "
+  "correlation < 0.2 after the full cascade.",
   "Multi-digit scenes (issue #22): 1-5 offline MNIST digits of 20-48 px on 96x96 canvases, "
   "train scenes from t10k[:8000], 1,000 eval scenes from t10k[8000:]; 2 seeds each. Detection: "
   "CenterNet (stride 4, focal + L1 losses, 3x3 peak decoding, no NMS) scored by pycocotools' "
@@ -186,6 +198,15 @@ def get_campaign():
     compress(pruned_long.name),
     compress("experiments/mnist_cnn.py:idx --axis=qat=True"),
     compress("experiments/mnist_cnn.py:idx_distill"),
+    # Attribution maps of each fold's CNN A: faithfulness and the randomization test.
+    Analysis(
+      "experiments/mnist_cnn.py:idx",
+      "jaxvision.tools.explain",
+      "method",
+      EXPLAINED,
+      args=("--faithfulness=500", "--sanity=100"),
+      table="CNN A explained: deletion and insertion areas, and the randomization test",
+    ),
     # DCGAN: the small-data ablation, its metrics on a CNN A without label smoothing.
     Sweep("experiments/mnist_cnn.py:idx_sharp", table="The GAN metrics' feature classifier"),
     Sweep("experiments/mnist_dcgan.py:idx_ablation", table=gan_ablation),

@@ -1,5 +1,7 @@
 """The explain CLI on a trained classifier: a picture, and faithfulness against a random order."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -144,7 +146,7 @@ def test_gradcam_cli_with_the_randomization_table(digits_run, tmp_path):
   done = subprocess.run(
     [sys.executable, "-m", "jaxvision.tools.explain", f"--workdir={digits_run}",
      "--method=gradcam", "--num=4", "--faithfulness=20", "--steps=4", "--sanity=10",
-     f"--sanity_out={out}", "--batch_size=10", "--scale=1"],
+     f"--sanity_out={out}", "--batch_size=10", "--scale=1", f"--record_dir={tmp_path}/rec"],
     cwd=REPO, capture_output=True, text=True, timeout=300,
   )  # fmt: skip
   assert done.returncode == 0, done.stderr[-2000:]
@@ -158,6 +160,27 @@ def test_gradcam_cli_with_the_randomization_table(digits_run, tmp_path):
   ]
   assert "deletion AUC over 20 eval images" in done.stdout
   assert Image.open(out).size == (8 * 10 + 2, 5 * 10 + 2)  # 5 rows (trained + 4) of 8 maps
+  # the record: the printed means, the ratio, the first and the last stage of the table
+  made = json.loads((tmp_path / "rec" / "results.json").read_text())
+  final = made["final"]
+  printed = {
+    line.split()[0]: [float(v) for v in re.findall(r"(?:gradcam|random order) (\S+) \+-", line)]
+    for line in done.stdout.splitlines()
+    if " AUC over " in line
+  }
+  assert final["deletion_auc"] == pytest.approx(printed["deletion"][0], abs=1e-4)
+  assert final["random_insertion_auc"] == pytest.approx(printed["insertion"][1], abs=1e-4)
+  assert final["deletion_ratio"] == pytest.approx(
+    final["deletion_auc"] / final["random_deletion_auc"]
+  )
+  signed = [float(row.split(" | ")[2].split()[0]) for row in table[2:]]
+  assert final["sanity_signed_output"] == pytest.approx(signed[0], abs=1e-4)
+  assert final["sanity_signed_all"] == pytest.approx(signed[-1], abs=1e-4)
+  assert made["config"]["explain"] == {
+    "method": "gradcam", "baseline": "min", "steps": 4, "layer": "Conv_1"
+  }  # fmt: skip
+  assert "first eval examples: 20 for the areas, 10 for the randomization test" in made["dataset"]
+  assert made["command"].startswith("python -m jaxvision.tools.explain --workdir=")
 
 
 def test_integrated_gradients_agree_with_pair_saliency(digits_run):

@@ -23,12 +23,19 @@ the output layer down, cumulatively, and at each stage the maps (of the class th
 predicts) are compared with the trained model's by Spearman rank correlation, of their absolute
 values and signed; `--sanity_out` writes a PNG with a row per stage (trained first). A map that
 passes decorrelates as layers go.
+
+With either measurement it writes a results record (`<record_dir>/results.json`, default
+`<workdir>/explain/method=<method>/`) for the report and a campaign's `Analysis`: the areas
+(means over the examples) and the method's deletion area over the random order's, and the mean
+rank correlations after the output layer and after every layer is re-initialised.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import time
 
 import jax
 import numpy as np
@@ -42,6 +49,19 @@ KINDS = {2: "sequence", 3: "image", 4: "clip"}  # by the rank of one input
 BASELINES = ("auto", "min", "zero", "mean")
 LINE_HEIGHT = 24  # pixel rows of a single-feature sequence's line plot
 HEADER = 14  # pixel rows of a caption line
+METRICS = (
+  {"name": "deletion_ratio", "label": "deletion / random order's", "format": "float",
+   "better": "lower"},
+  {"name": "deletion_auc", "label": "deletion AUC", "format": "float"},
+  {"name": "random_deletion_auc", "label": "random order's deletion AUC", "format": "float"},
+  {"name": "insertion_auc", "label": "insertion AUC", "format": "float"},
+  {"name": "random_insertion_auc", "label": "random order's insertion AUC", "format": "float"},
+  {"name": "sanity_signed_output", "label": "rank corr. (output layer random)",
+   "format": "float"},
+  {"name": "sanity_signed_all", "label": "rank corr. (all layers random)", "format": "float"},
+  {"name": "sanity_abs_all", "label": "abs maps' rank corr. (all layers random)",
+   "format": "float"},
+)  # fmt: skip
 
 
 def _define_flags() -> None:
@@ -65,6 +85,9 @@ def _define_flags() -> None:
                       "(-1: the last, -2: the one before) or its path (e.g. Conv_1).")  # fmt: skip
   flags.DEFINE_integer("sanity", 0, "Eval examples for the parameter-randomization test; 0: off.")
   flags.DEFINE_string("sanity_out", None, "PNG of the randomization test's maps, a row per stage.")
+  flags.DEFINE_string(
+    "record_dir", None, "Folder of results.json (default: <workdir>/explain/method=<method>)."
+  )
 
 
 def input_kind(shape) -> str:
@@ -343,10 +366,33 @@ def _describe_baseline(explainer: Explainer) -> str:
   return f"the eval inputs' {what} per {per} ({shown})"
 
 
+def record_dir(workdir: str, method: str) -> str:
+  return os.path.join(workdir, "explain", f"method={method}")
+
+
+def measures(areas: dict | None, rows: list | None) -> dict:
+  """The record's numbers from `faithfulness`'s areas and `sanity`'s rows (either may be None):
+  means over the examples."""
+  final = {}
+  if areas is not None:
+    for curve in ("deletion", "insertion"):
+      final[f"{curve}_auc"] = float(areas[f"method_{curve}"].mean())
+      final[f"random_{curve}_auc"] = float(areas[f"random_{curve}"].mean())
+    final["deletion_ratio"] = final["deletion_auc"] / final["random_deletion_auc"]
+    final["num_faithfulness"] = len(areas["method_deletion"])
+  if rows:
+    final["sanity_signed_output"] = float(rows[0][1]["signed"].mean())
+    final["sanity_signed_all"] = float(rows[-1][1]["signed"].mean())
+    final["sanity_abs_all"] = float(rows[-1][1]["abs"].mean())
+    final["num_sanity"] = len(rows[0][1]["signed"])
+  return final
+
+
 def main(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  start = time.perf_counter()
   try:
     window = tuple(int(v) for v in FLAGS.window) or None
     explainer = Explainer(
@@ -372,6 +418,7 @@ def main(argv):
     heads = "blocks" if explainer.kind == "clip" else "columns"
     print(f"wrote {FLAGS.out}: input | map | overlay, {heads} predicted/true {' '.join(captions)}")
   show = lambda v: f"{v.mean():.4f} +- {v.std(ddof=1):.4f}"
+  areas = rows = None
   if FLAGS.faithfulness:
     areas = faithfulness(explainer, FLAGS.faithfulness, FLAGS.steps, FLAGS.batch_size, FLAGS.seed)
     n = len(areas["method_deletion"])
@@ -394,6 +441,26 @@ def main(argv):
     if FLAGS.sanity_out:
       sanity_picture(maps, FLAGS.sanity_out, FLAGS.scale, explainer.kind)
       print(f"wrote {FLAGS.sanity_out}: rows trained, then " + ", ".join(n for n, _ in rows))
+  if areas is not None or rows:
+    _write_record(explainer, measures(areas, rows), time.perf_counter() - start)
+
+
+def _write_record(explainer: Explainer, final: dict, wall_time_s: float) -> None:
+  from jaxvision.tools import record
+
+  settings = {"method": FLAGS.method, "baseline": explainer.baseline_name, "steps": FLAGS.steps}
+  if explainer.layer is not None:
+    settings["layer"] = explainer.layer[0]
+  if explainer.window is not None:
+    settings["window"] = list(explainer.window)
+  command = record.command_line("explain")
+  made = record.make(FLAGS.workdir, "explain", settings, final, METRICS, command, wall_time_s)
+  uses = {"num_faithfulness": "the areas", "num_sanity": "the randomization test"}
+  counts = [f"{final[k]:,} for {what}" for k, what in uses.items() if k in final]
+  made["dataset"] = f"{made['dataset']}; its first eval examples: {', '.join(counts)}"
+  directory = FLAGS.record_dir or record_dir(FLAGS.workdir, FLAGS.method)
+  record.write(directory, made)
+  print(f"wrote {directory}/results.json")
 
 
 if __name__ == "__main__":
