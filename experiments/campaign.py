@@ -92,8 +92,9 @@ NOTES = [
   "export (sparse kernels as a bitmask and the non-zeros; deflate is Deep Compression's "
   "entropy-coding stage), and the float32 file deflated too, for the ratio the int8 format "
   "itself gains (the earlier campaign stored the int8 file undeflated: 3.75x for the dense "
-  "model); latency is the float model's median per batch of 500 on this CPU. Targets (issue #24): 90% sparsity within 0.2 points of dense, "
-  "int8 PTQ within 0.1 points, files >= 4x smaller (int8) and >= 8x (90% sparse + int8).",
+  "model); latency is the float model's median per batch of 500 on this CPU. Targets (issue "
+  "#24): 90% sparsity within 0.2 points of dense, int8 PTQ within 0.1 points, files >= 4x "
+  "smaller (int8) and >= 8x (90% sparse + int8).",
   "CNN A explained (jaxvision.tools.explain on each fold's CNN A): maps of the predicted "
   "class; deletion and insertion areas (RISE, 28 steps) over the first 500 eval images of the "
   "fold, pixels set to black (deletion) or revealed on black (insertion) in the map's order, "
@@ -102,9 +103,9 @@ NOTES = [
   "down, the mean Spearman rank correlation of the signed maps with the trained model's after "
   "the output layer and after all layers, and of the absolute maps after all layers. SmoothGrad "
   "averages 32 noisy gradients, integrated gradients 64 path points from black, occlusion "
-  "slides 4x4 black patches, Grad-CAM uses the last convolution (Conv_2, 3x3). Targets (issue "
-  "#24): integrated gradients and Grad-CAM deletion <= 0.5x the random order's, rank "
-  "correlation < 0.2 after the full cascade.",
+  "blacks out non-overlapping 4x4 patches, Grad-CAM uses the last convolution (Conv_2, 3x3). "
+  "Targets (issue #24): integrated gradients and Grad-CAM deletion <= 0.5x the random "
+  "order's, rank correlation < 0.2 after the full cascade.",
   "Multi-digit scenes (issue #22): 1-5 offline MNIST digits of 20-48 px on 96x96 canvases, "
   "train scenes from t10k[:8000], 1,000 eval scenes from t10k[8000:]; 2 seeds each. Detection: "
   "CenterNet (stride 4, focal + L1 losses, 3x3 peak decoding, no NMS) scored by pycocotools' "

@@ -39,6 +39,13 @@ def test_picture_and_faithfulness(digits_run, tmp_path):
   assert [line.split()[0] for line in lines] == ["deletion", "insertion"]
   width, height = Image.open(out).size
   assert width == (6 * 10 + 2) * 2 and height == (3 * 10 + 2) * 2 + 14  # 3 rows of 6, header
+  # the record, by default in the run's workdir: the areas alone (no randomization test ran)
+  made = json.loads((digits_run / "explain" / "method=ig" / "results.json").read_text())
+  assert set(made["final"]) == {
+    "deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc",
+    "deletion_ratio", "num_faithfulness",
+  }  # fmt: skip
+  assert made["final"]["num_faithfulness"] == 40 and made["maps"] == {}
 
 
 def test_integrated_gradients_delete_faster_than_a_random_order(digits_run):
@@ -160,25 +167,29 @@ def test_gradcam_cli_with_the_randomization_table(digits_run, tmp_path):
   ]
   assert "deletion AUC over 20 eval images" in done.stdout
   assert Image.open(out).size == (8 * 10 + 2, 5 * 10 + 2)  # 5 rows (trained + 4) of 8 maps
-  # the record: the printed means, the ratio, the first and the last stage of the table
+  # the record: the printed means and ratio, the first and the last stage of the table
   made = json.loads((tmp_path / "rec" / "results.json").read_text())
   final = made["final"]
-  printed = {
-    line.split()[0]: [float(v) for v in re.findall(r"(?:gradcam|random order) (\S+) \+-", line)]
-    for line in done.stdout.splitlines()
-    if " AUC over " in line
-  }
-  assert final["deletion_auc"] == pytest.approx(printed["deletion"][0], abs=1e-4)
-  assert final["random_insertion_auc"] == pytest.approx(printed["insertion"][1], abs=1e-4)
-  assert final["deletion_ratio"] == pytest.approx(
-    final["deletion_auc"] / final["random_deletion_auc"]
-  )
-  signed = [float(row.split(" | ")[2].split()[0]) for row in table[2:]]
-  assert final["sanity_signed_output"] == pytest.approx(signed[0], abs=1e-4)
-  assert final["sanity_signed_all"] == pytest.approx(signed[-1], abs=1e-4)
+  number = r"(-?[0-9.]+)"
+  for line in done.stdout.splitlines():
+    if " AUC over " in line:
+      curve = line.split()[0]
+      method, random, ratio = re.search(
+        rf"gradcam {number} \+- .* random order {number} \+- .* ratio {number}$", line
+      ).groups()
+      assert final[f"{curve}_auc"] == pytest.approx(float(method), abs=1e-4)
+      assert final[f"random_{curve}_auc"] == pytest.approx(float(random), abs=1e-4)
+      if curve == "deletion":
+        assert final["deletion_ratio"] == pytest.approx(float(ratio), abs=5e-4)
+  cells = [row.split(" | ") for row in table[2:]]
+  assert final["sanity_signed_output"] == pytest.approx(float(cells[0][2].split()[0]), abs=1e-4)
+  assert final["sanity_signed_all"] == pytest.approx(float(cells[-1][2].split()[0]), abs=1e-4)
+  assert final["sanity_abs_all"] == pytest.approx(float(cells[-1][1].split()[0]), abs=1e-4)
   assert made["config"]["explain"] == {
-    "method": "gradcam", "baseline": "min", "steps": 4, "layer": "Conv_1"
+    "method": "gradcam", "baseline": "min", "steps": 4, "seed": 0, "faithfulness": 20,
+    "sanity": 10,
   }  # fmt: skip
+  assert made["maps"] == {"layer": "Conv_1", "layer_positions": [8, 8]}
   assert "first eval examples: 20 for the areas, 10 for the randomization test" in made["dataset"]
   assert made["command"].startswith("python -m jaxvision.tools.explain --workdir=")
 

@@ -1,8 +1,10 @@
 """Data sources, chosen by `config.data.source`; each has its own config keys and `load`.
 
 `config.data` holds the pipeline keys every source shares (`COMMON`) plus the chosen source's own
-`DEFAULTS`; `data_config(source, **overrides)` builds it. A source module may hold its examples in
-memory (`ArraySource`) or generate them on the fly from (seed, index) (`GeneratedSource`).
+`DEFAULTS`; `data_config(source, **overrides)` builds it. A key whose default is None (unset)
+is named with its type in the module's `OPTIONAL` ({key: type}) and becomes a typed placeholder,
+so the command line can set it. A source module may hold its examples in memory (`ArraySource`)
+or generate them on the fly from (seed, index) (`GeneratedSource`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 
 import ml_collections
 import numpy as np
+from ml_collections.config_dict import placeholder
 
 from jaxvision.config_dict import block
 from jaxvision.data.base import ArraySource, Dataset, GeneratedSource, MappedSource
@@ -48,7 +51,9 @@ def source_module(name: str):
 
 def data_config(source: str, **overrides) -> ml_collections.ConfigDict:
   """`config.data` for `source`: the shared pipeline keys and the source's own, all present."""
-  return block({**COMMON, **source_module(source).DEFAULTS, "source": source}, **overrides)
+  module = source_module(source)
+  unset = {key: placeholder(kind) for key, kind in getattr(module, "OPTIONAL", {}).items()}
+  return block({**COMMON, **module.DEFAULTS, **unset, "source": source}, **overrides)
 
 
 def load_dataset(config) -> Dataset:

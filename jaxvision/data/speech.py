@@ -74,7 +74,7 @@ DEFAULTS = dict(
   # a quarter isolated words); empty: balanced as the eval groups are
   train_digit_counts=(),
   oh_prob=0.3,  # chance that a 0 is said "oh" (else "zero")
-  train_oh_prob=-1.0,  # the same chance in the train split alone; < 0: oh_prob
+  train_oh_prob=None,  # the same chance in the train split alone; None: oh_prob
   heldout_accent="en-gb-scotland",  # one of ACCENTS, never heard in training
   heldout_voices_every=4,  # families [k-1::k] of the variants (by name) are held out
   min_rate=140,  # speaking rate in words per minute, uniform in [min_rate, max_rate]
@@ -93,6 +93,7 @@ DEFAULTS = dict(
   frame_ms=25.0,  # analysis window
   hop_ms=10.0,  # frame step
 )
+OPTIONAL = {"train_oh_prob": float}  # keys unset by default (see `jaxvision.data.data_config`)
 _COUNTS = ("num_train", "num_eval", "num_eval_accent")
 # Keys only the train split depends on, hashed into its cache name alone, and only when set
 # (added after caches existed: at their default the names stay as they were).
@@ -157,10 +158,8 @@ def validate(config) -> None:
     )
   if not 0.0 <= config.oh_prob <= 1.0:
     raise ValueError(f"data.oh_prob={config.oh_prob} must be in [0, 1]")
-  if config.train_oh_prob > 1.0:
-    raise ValueError(
-      f"data.train_oh_prob={config.train_oh_prob} must be in [0, 1] (or < 0: data.oh_prob)"
-    )
+  if config.train_oh_prob is not None and not 0.0 <= config.train_oh_prob <= 1.0:
+    raise ValueError(f"data.train_oh_prob={config.train_oh_prob} must be in [0, 1] (or unset)")
   if config.max_word_gap < 0 or config.max_silence < 0:
     raise ValueError("data.max_word_gap and data.max_silence must be >= 0")
 
@@ -212,7 +211,7 @@ class UtteranceMaker:
     else:
       count = c.min_digits + (index - start) % (c.max_digits - c.min_digits + 1)
     digits = rng.integers(0, 10, count)
-    oh_prob = c.train_oh_prob if self.split == "train" and c.train_oh_prob >= 0 else c.oh_prob
+    oh_prob = c.oh_prob if self.split != "train" or c.train_oh_prob is None else c.train_oh_prob
     oh = (digits == 0) & (rng.random(count) < oh_prob)
     accent = accents[rng.integers(len(accents))]
     members = families[sorted(families)[rng.integers(len(families))]]
@@ -278,7 +277,7 @@ def cache_name(config, split: str) -> str:
   if split == "train":
     if config.train_digit_counts:
       keys["train_digit_counts"] = list(config.train_digit_counts)
-    if config.train_oh_prob >= 0:
+    if config.train_oh_prob is not None:
       keys["train_oh_prob"] = config.train_oh_prob
   keys["variants"], keys["format"] = list(espeak.variants()), FORMAT
   digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]

@@ -367,6 +367,7 @@ def _describe_baseline(explainer: Explainer) -> str:
 
 
 def record_dir(workdir: str, method: str) -> str:
+  """The default folder of a run's record for `method`."""
   return os.path.join(workdir, "explain", f"method={method}")
 
 
@@ -418,22 +419,24 @@ def main(argv):
     heads = "blocks" if explainer.kind == "clip" else "columns"
     print(f"wrote {FLAGS.out}: input | map | overlay, {heads} predicted/true {' '.join(captions)}")
   show = lambda v: f"{v.mean():.4f} +- {v.std(ddof=1):.4f}"
-  areas = rows = None
+  final = {}
   if FLAGS.faithfulness:
     areas = faithfulness(explainer, FLAGS.faithfulness, FLAGS.steps, FLAGS.batch_size, FLAGS.seed)
-    n = len(areas["method_deletion"])
+    final.update(measures(areas, None))
     for curve in ("deletion", "insertion"):
-      method, random = areas[f"method_{curve}"], areas[f"random_{curve}"]
+      ratio = final[f"{curve}_auc"] / final[f"random_{curve}_auc"]
       print(
-        f"{curve} AUC over {n} eval {noun} ({FLAGS.steps} steps): {FLAGS.method} {show(method)}, "
-        f"random order {show(random)}, ratio {method.mean() / random.mean():.3f}"
+        f"{curve} AUC over {final['num_faithfulness']} eval {noun} ({FLAGS.steps} steps): "
+        f"{FLAGS.method} {show(areas[f'method_{curve}'])}, random order "
+        f"{show(areas[f'random_{curve}'])}, ratio {ratio:.3f}"
       )
   if FLAGS.sanity:
     rows, maps = sanity(explainer, FLAGS.sanity, FLAGS.batch_size, FLAGS.seed)
-    n = len(rows[0][1]["abs"])
+    final.update(measures(None, rows))
     print(
-      f"Parameter randomization ({FLAGS.method}, {n} eval {noun}; Spearman rank correlation with"
-      " the trained model's maps, mean +- std; layers re-initialised from the top down):"
+      f"Parameter randomization ({FLAGS.method}, {final['num_sanity']} eval {noun}; Spearman "
+      "rank correlation with the trained model's maps, mean +- std; layers re-initialised from "
+      "the top down):"
     )
     print("| re-initialised down to | abs maps | signed maps |\n| --- | --- | --- |")
     for name, rho in rows:
@@ -441,20 +444,36 @@ def main(argv):
     if FLAGS.sanity_out:
       sanity_picture(maps, FLAGS.sanity_out, FLAGS.scale, explainer.kind)
       print(f"wrote {FLAGS.sanity_out}: rows trained, then " + ", ".join(n for n, _ in rows))
-  if areas is not None or rows:
-    _write_record(explainer, measures(areas, rows), time.perf_counter() - start)
+  if final:
+    _write_record(explainer, final, time.perf_counter() - start)
 
 
 def _write_record(explainer: Explainer, final: dict, wall_time_s: float) -> None:
+  """Writes the record of this command's measurements (`final`, from `measures`)."""
   from jaxvision.tools import record
 
-  settings = {"method": FLAGS.method, "baseline": explainer.baseline_name, "steps": FLAGS.steps}
+  settings = {
+    "method": FLAGS.method,
+    "baseline": explainer.baseline_name,
+    "steps": FLAGS.steps,
+    "seed": FLAGS.seed,
+    "faithfulness": FLAGS.faithfulness,
+    "sanity": FLAGS.sanity,
+  }
+  # as given (what they resolved to is under "maps"), so that the defaults label no row
+  if FLAGS["gradcam_layer"].present:
+    settings["gradcam_layer"] = FLAGS.gradcam_layer
+  if FLAGS["window"].present:
+    settings["window"] = ",".join(FLAGS.window)
+  maps = {}
   if explainer.layer is not None:
-    settings["layer"] = explainer.layer[0]
+    maps["layer"], maps["layer_positions"] = explainer.layer[0], list(explainer.layer[1])
   if explainer.window is not None:
-    settings["window"] = list(explainer.window)
+    maps["window"] = list(explainer.window)
   command = record.command_line("explain")
-  made = record.make(FLAGS.workdir, "explain", settings, final, METRICS, command, wall_time_s)
+  made = record.make(
+    FLAGS.workdir, "explain", settings, final, METRICS, command, wall_time_s, maps=maps
+  )
   uses = {"num_faithfulness": "the areas", "num_sanity": "the randomization test"}
   counts = [f"{final[k]:,} for {what}" for k, what in uses.items() if k in final]
   made["dataset"] = f"{made['dataset']}; its first eval examples: {', '.join(counts)}"

@@ -1,7 +1,7 @@
-"""Results records of tools run on a trained run (inpainting, compression), in the shape of a
-run's `results.json`, so that the report and a campaign's `Analysis` tabulate them like runs:
-the run's config (with the tool's settings under one key) and seed, the tool's metrics declared
-as evaluators declare theirs, the command, this machine and commit."""
+"""Results records of tools run on a trained run (inpainting, compression, explanations), in the
+shape of a run's `results.json`, so that the report and a campaign's `Analysis` tabulate them
+like runs: the run's config (with the tool's settings under one key) and seed, the tool's metrics
+declared as evaluators declare theirs, the command, this machine and commit."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxvision import data as data_lib
+from jaxvision import workdir
 from jaxvision.data import audio, espeak, speech
 
 needs_espeak = pytest.mark.skipif(espeak.missing() is not None, reason=str(espeak.missing()))
@@ -265,7 +266,13 @@ def test_the_cache_name_holds_every_key_and_the_synthesizer_version():
     ohs = tiny_config(train_oh_prob=value)
     assert speech.cache_name(ohs, "train") != names["train"]
     assert speech.cache_name(ohs, "eval") == names["eval"]
-  assert speech.cache_name(tiny_config(train_oh_prob=-1.0), "train") == names["train"]
+  assert speech.cache_name(tiny_config(train_oh_prob=None), "train") == names["train"]
+  # unset, it is a typed placeholder the command line can set, and changes no resumed config
+  data = data_lib.data_config("speech")
+  before = {k: v for k, v in data.to_dict().items() if k != "train_oh_prob"}  # an older run's
+  assert data.train_oh_prob is None and workdir.config_changes(before, data.to_dict()) == []
+  data.train_oh_prob = 0.5
+  assert data.train_oh_prob == 0.5 and data_lib.data_config("speech").train_oh_prob is None
   more = tiny_config(num_train=32)
   assert speech.cache_name(more, "train") != names["train"]
   assert speech.cache_name(more, "eval") == names["eval"]  # the eval split is the same
@@ -279,7 +286,8 @@ def test_bad_settings_name_the_key():
     (dict(min_snr_db=30.0, max_snr_db=10.0), "min_snr_db"),
     (dict(max_rate=500), "max_rate"),
     (dict(oh_prob=2.0), "oh_prob"),
-    (dict(train_oh_prob=1.5), r"data.train_oh_prob=1.5 must be in \[0, 1\]"),
+    (dict(train_oh_prob=1.5), r"data.train_oh_prob=1.5 must be in \[0, 1\] \(or unset\)"),
+    (dict(train_oh_prob=-0.5), r"data.train_oh_prob=-0.5 must be in"),
   ]:
     with pytest.raises(ValueError, match=match):
       speech.validate(tiny_config(**changes))
