@@ -34,7 +34,8 @@ cases in both splits, so training held ~170 isolated "oh"s against ~570 of every
 train split now says "oh" and "zero" equally often (`data.train_oh_prob=0.5`; the eval split
 keeps 0.3, so the scores stay comparable).
 
-Measured: this model runs 6.8 steps/s on an otherwise idle 2-core CPU (4,000 steps in 587 s), so
+Measured: this model runs 6.8 steps/s on an otherwise idle 2-core CPU (4,000 steps in 587 s; 4.5 on
+the Intel Xeon of the latest runs, 28 minutes for 8,000 steps), so
 8,000 steps take about 20 minutes with the evaluations; results in RESULTS.md. A 300-step smoke run
 on 2,000 utterances took the CTC loss from 20 to 1.3 and reached 6.4% WER on 280 held-out-voice
 utterances (17% in the held-out accent).
